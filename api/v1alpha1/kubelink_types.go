@@ -71,7 +71,7 @@ type KubeLinkList struct {
 
 // KubeLinkSpec describes a link.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || self.endpoint != 'LocalLink' || !has(self.egress) || size(self.egress) == 0",message="spec.egress is not allowed on a LocalLink (endpoint LocalLink); put extra routed CIDRs on the foreign links",fieldPath=".egress"
+// +kubebuilder:validation:XValidation:rule="!has(self.endpoint) || self.endpoint != 'LocalLink' || !has(self.egress) || size(self.egress) == 0",message="spec.egress must be empty on a LocalLink (endpoint LocalLink); put extra routed CIDRs on the foreign links",fieldPath=".egress"
 type KubeLinkSpec struct {
 	// CIDR is the service CIDR of the linked cluster (for a LocalLink: of the
 	// local cluster).
@@ -94,7 +94,9 @@ type KubeLinkSpec struct {
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=260
-	// +kubebuilder:validation:XValidation:rule="self in ['LocalLink', 'Inbound'] || cel.bind(host, self.matches(':[0-9]+$') ? self.substring(0, self.lastIndexOf(':')) : self, cel.bind(h, host.startsWith('[') && host.endsWith(']') ? host.substring(1, size(host) - 1) : host, isIP(h) ? !h.contains(':') || host.startsWith('[') : (h.matches('^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*[.]?$') && size(h) <= 253 && !h.matches('^[0-9.]+$'))))",message="spec.endpoint must be LocalLink, Inbound or host[:port] where host is a DNS name, an IPv4 address or a bracketed IPv6 address"
+	// +kubebuilder:validation:XValidation:rule="self in ['LocalLink', 'Inbound'] || self.matches('^([a-zA-Z0-9.-]+|[[][0-9a-fA-F:.]+[]])(:[0-9]+)?$')",message="spec.endpoint must be LocalLink, Inbound or host[:port] (IPv6 hosts in brackets)"
+	// +kubebuilder:validation:XValidation:rule="self in ['LocalLink', 'Inbound'] || self.startsWith('[') || (self.matches(':[0-9]+$') ? self.substring(0, self.lastIndexOf(':')) : self).matches('^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*[.]?$') && size((self.matches(':[0-9]+$') ? self.substring(0, self.lastIndexOf(':')) : self)) <= 253 && (!(self.matches(':[0-9]+$') ? self.substring(0, self.lastIndexOf(':')) : self).matches('^[0-9.]+$') || isIP((self.matches(':[0-9]+$') ? self.substring(0, self.lastIndexOf(':')) : self)))",message="spec.endpoint host must be a DNS name or an IP address"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('[') || !self.contains(']') || isIP(self.substring(1, self.indexOf(']')))",message="spec.endpoint host in brackets must be an IPv6 address"
 	// +kubebuilder:validation:XValidation:rule="!self.matches(':[0-9]+$') || self.matches(':[0-9]{1,5}$') && int(self.substring(self.lastIndexOf(':') + 1)) >= 1 && int(self.substring(self.lastIndexOf(':') + 1)) <= 65535",message="spec.endpoint port must be a number from 1 to 65535"
 	Endpoint string `json:"endpoint,omitempty"`
 
@@ -103,7 +105,7 @@ type KubeLinkSpec struct {
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')",message="spec.gatewayLink must be the name of a KubeLink (lower-case DNS name)"
 	GatewayLink string `json:"gatewayLink,omitempty"`
 
 	// PublicKey is the WireGuard public key of the linked cluster's gateway.

@@ -61,7 +61,7 @@ type MeshServiceSpec struct {
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="spec.mesh must be a mesh name (lower-case DNS label)"
 	Mesh string `json:"mesh,omitempty"`
 
 	// MeshAddress is a virtual address in the mesh for this service. Without
@@ -76,7 +76,7 @@ type MeshServiceSpec struct {
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="spec.service must be the name of a Service in this namespace (lower-case DNS-1035 label)"
 	Service string `json:"service,omitempty"`
 
 	// Ports are the ports offered to the mesh.
@@ -91,7 +91,7 @@ type MeshServiceSpec struct {
 	//
 	// +optional
 	// +listType=atomic
-	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:MaxItems=64
 	Endpoints []ServiceEndpoint `json:"endpoints,omitempty"`
 }
 
@@ -101,7 +101,7 @@ type ServicePort struct {
 	//
 	// +optional
 	// +kubebuilder:validation:MaxLength=15
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="spec.ports[].name must be a port name (lower-case alphanumerics and -)"
 	Name string `json:"name,omitempty"`
 	// Protocol is TCP (default) or UDP.
 	//
@@ -127,7 +127,7 @@ type ServiceEndpoint struct {
 	//
 	// +optional
 	// +listType=atomic
-	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:MaxItems=64
 	PortMappings []PortMapping `json:"portMappings,omitempty"`
 }
 
@@ -142,12 +142,14 @@ type PortMapping struct {
 	// spec.ports.
 	//
 	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=15
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (size(self) <= 15 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",message="port must be a port number 1-65535 or a port name (lower-case alphanumerics and -, at most 15 characters)"
 	Port intstr.IntOrString `json:"port"`
 	// TargetPort is the target's port: a number or the name of a port of
 	// the Service.
 	//
 	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:MaxLength=15
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? (self >= 1 && self <= 65535) : (size(self) <= 15 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",message="targetPort must be a port number 1-65535 or a port name (lower-case alphanumerics and -, at most 15 characters)"
 	TargetPort intstr.IntOrString `json:"targetPort"`
 }

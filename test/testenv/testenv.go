@@ -127,7 +127,11 @@ func Start(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	began := time.Now()
 	e, err := New(dir, opts)
+	if err == nil {
+		t.Logf("testenv: etcd + kube-apiserver ready in %s", time.Since(began).Round(time.Millisecond))
+	}
 	if e != nil {
 		e.ownDir = true
 		t.Cleanup(e.Stop)
