@@ -43,6 +43,9 @@ type Options struct {
 	// Wrap, when set, wraps every command (e.g. to run it inside a network
 	// namespace with `ip netns exec NS`).
 	Wrap []string
+	// Dial, when set, opens the test's connections to the apiserver (e.g.
+	// from inside the network namespace the apiserver listens in).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Log receives the processes' output; default: a file in the work dir.
 	Log io.Writer
 }
@@ -232,6 +235,7 @@ func (e *Env) prepare() error {
 		TLSClientConfig: rest.TLSClientConfig{CAData: e.caPEM, CertData: adminCert, KeyData: adminKey},
 		QPS:             1000,
 		Burst:           1000,
+		Dial:            e.opts.Dial,
 	}
 	e.Kubeconfig = filepath.Join(e.Dir, "admin.kubeconfig")
 	return e.writeKubeconfig(e.Kubeconfig, "admin", &clientcmdapi.AuthInfo{ClientCertificateData: adminCert, ClientKeyData: adminKey})
@@ -389,18 +393,20 @@ func (e *Env) ServiceAccountConfig(ctx context.Context, namespace, name string) 
 	if err != nil {
 		return nil, "", fmt.Errorf("requesting token for %s/%s: %w", namespace, name, err)
 	}
-	cfg := &rest.Config{Host: e.URL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: e.caPEM}}
+	cfg := &rest.Config{Host: e.URL, BearerToken: tr.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAData: e.caPEM}, Dial: e.opts.Dial}
 	path := filepath.Join(e.Dir, "sa-"+namespace+"-"+name+".kubeconfig")
 	return cfg, path, e.writeKubeconfig(path, namespace+"-"+name, &clientcmdapi.AuthInfo{Token: tr.Status.Token})
 }
 
-// Kubectl runs bin/testenv/kubectl against the environment as admin.
+// Kubectl runs bin/testenv/kubectl against the environment as admin (inside
+// Options.Wrap, like the servers).
 func (e *Env) Kubectl(ctx context.Context, args ...string) (string, error) {
 	bin := filepath.Join(e.bin, "kubectl")
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("kubectl not built: run `make testenv`: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
+	argv := append(append(append([]string(nil), e.opts.Wrap...), bin, "--kubeconfig", e.Kubeconfig), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
