@@ -316,7 +316,24 @@ func (p *Pod) shellCommand() []string {
 	for k := range mounts {
 		paths = append(paths, k)
 	}
-	sort.Strings(paths)
+	// A target above a source (an emptyDir on /tmp, say, while the volumes
+	// live in a temporary directory) would hide later sources: mount those
+	// targets last.
+	shadows := func(target string) bool {
+		for _, src := range mounts {
+			if strings.HasPrefix(src, strings.TrimSuffix(target, "/")+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	sort.Slice(paths, func(i, j int) bool {
+		si, sj := shadows(paths[i]), shadows(paths[j])
+		if si != sj {
+			return !si
+		}
+		return paths[i] < paths[j]
+	})
 	for _, dst := range paths {
 		fmt.Fprintf(&b, "mount --bind %s %s; ", shellQuote(mounts[dst]), shellQuote(dst))
 	}

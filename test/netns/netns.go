@@ -171,6 +171,9 @@ func (l *Lab) Start(ns, name string, env []string, log io.Writer, args ...string
 // Output returns what the process printed so far.
 func (p *Proc) Output() string { return p.out.String() }
 
+// Done is closed when the process has ended.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {
 	select {
