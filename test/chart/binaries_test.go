@@ -1,0 +1,262 @@
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubelink/kubelink/test/testenv"
+)
+
+// binary returns bin/<name>, or skips (fails in CI) when it is not built.
+func binary(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(testenv.RepoRoot(), "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		testenv.SkipOrFail(t, "%s not built: run `make %s`", p, name)
+	}
+	return p
+}
+
+var flagName = regexp.MustCompile(`^--?([a-z][-a-z0-9]*)`)
+
+// TestNetdFlags checks every flag the chart passes to `netd broker` and
+// `netd router` against the flags the real binary defines, so the chart
+// and netd cannot drift apart.
+func TestNetdFlags(t *testing.T) {
+	netd := binary(t, "netd")
+	c := loadChart(t)
+	base := readValues(t, filepath.Join(testenv.RepoRoot(), "examples", "kubelink1", "values.yaml"))
+	// Every optional flag switched on.
+	vals := merge(base, parseValues(t, `
+mesh: {globalDNSIP: 100.64.0.53}
+broker: {mode: bridge, secretName: tls, autoConnect: true, dnsAdvertisement: true, advertisedPort: 443, interfaceName: kl0, servedLinks: [kubelink2]}
+router: {routeTable: 100, rulePriority: 1000, ipip: shared}
+`))
+	objs, _ := render(t, c, vals)
+	for _, w := range []struct{ kind, name, sub string }{
+		{"Deployment", "kubelink-broker", "broker"},
+		{"DaemonSet", "kubelink-router", "router"},
+	} {
+		t.Run(w.sub, func(t *testing.T) {
+			a := args(t, find(t, objs, w.kind, w.name))
+			if a[0] != w.sub {
+				t.Fatalf("args start with %q", a[0])
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, _ := exec.CommandContext(ctx, netd, w.sub, "-h").CombinedOutput()
+			if !bytes.Contains(out, []byte("Usage of netd "+w.sub)) {
+				if w.sub == "router" && bytes.Contains(out, []byte(`unknown command "router"`)) {
+					t.Skipf("this netd has no router subcommand yet: %s", bytes.TrimSpace(out))
+				}
+				t.Fatalf("netd %s -h:\n%s", w.sub, out)
+			}
+			for _, arg := range a[1:] {
+				m := flagName.FindStringSubmatch(arg)
+				if m == nil {
+					t.Errorf("argument %q is not a flag", arg)
+					continue
+				}
+				if !bytes.Contains(out, []byte("\n  -"+m[1]+" ")) && !bytes.Contains(out, []byte("\n  -"+m[1]+"\n")) {
+					t.Errorf("netd %s has no flag -%s (chart passes %q)", w.sub, m[1], arg)
+				}
+			}
+		})
+	}
+}
+
+// runCoreDNS starts bin/coredns with the chart's Corefile (from the
+// installed release) reading the apiserver through kubeconfig, on free
+// loopback ports, and waits until /ready answers OK.
+func runCoreDNS(t *testing.T, ctx context.Context, corefile, kubeconfig string) string {
+	t.Helper()
+	coredns := binary(t, "coredns")
+	ports := freePorts(t, 4)
+	repl := strings.NewReplacer(
+		".:8053 {", fmt.Sprintf(".:%d {", ports[0]),
+		"health :8080", fmt.Sprintf("health 127.0.0.1:%d", ports[1]),
+		"ready :8181", fmt.Sprintf("ready 127.0.0.1:%d", ports[2]),
+		"prometheus :9153", fmt.Sprintf("prometheus 127.0.0.1:%d", ports[3]),
+		"    kubelink {\n", "    bind 127.0.0.1\n    kubelink {\n        kubeconfig "+kubeconfig+"\n",
+	)
+	conf := repl.Replace(corefile)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(coredns, "-conf", filepath.Join(dir, "Corefile"))
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("coredns output:\n%s\nCorefile:\n%s", logs.String(), conf)
+		}
+	})
+	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", ports[2])
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(ready)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("coredns with the chart's Corefile not ready: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0])
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// checkCorefileServes runs the real kubelink CoreDNS with the Corefile of
+// the installed release and asks it for the local and a foreign cluster.
+func checkCorefileServes(t *testing.T, ctx context.Context, e *testenv.Env, ex example) {
+	t.Helper()
+	cm, err := e.Client().CoreV1().ConfigMaps(releaseNS).Get(ctx, "kubelink-dns", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := runCoreDNS(t, ctx, cm.Data["Corefile"], e.Kubeconfig)
+	want := map[string]string{ex.cluster + ".kubelink.": strings.Split(ex.linkAddress, "/")[0]}
+	if len(ex.links) > 0 {
+		want[ex.links[0]+".kubelink."] = map[string]string{"kubelink1": "192.168.0.11", "kubelink2": "192.168.0.12", "kubelink3": "192.168.0.13"}[ex.links[0]]
+	}
+	cl := &dns.Client{Timeout: 2 * time.Second}
+	defer func() {
+		// An unused mesh address: the cluster DNS forwards the mesh's reverse
+		// zone here, so it must not be forwarded back (a loop). The
+		// upstream in the Corefile is unreachable in this test: an answer
+		// within a second proves nothing was forwarded.
+		m := new(dns.Msg)
+		m.SetQuestion("250.0.168.192.in-addr.arpa.", dns.TypePTR)
+		start := time.Now()
+		r, _, err := cl.ExchangeContext(ctx, m, addr)
+		if err != nil || time.Since(start) > time.Second {
+			t.Errorf("PTR of an unused mesh address: %v after %v, want a local answer", err, time.Since(start))
+		} else {
+			t.Logf("PTR of an unused mesh address: %s in %v", dns.RcodeToString[r.Rcode], time.Since(start).Round(time.Millisecond))
+		}
+	}()
+	// The server block for the cluster's CoreDNS (coredns-custom), run by a
+	// second CoreDNS in front of the kubelink one, as in a cluster.
+	stub, err := e.Client().CoreV1().ConfigMaps("kube-system").Get(ctx, "coredns-custom", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("cluster DNS integration ConfigMap: %v", err)
+	}
+	stubAddr := runStub(t, stub.Data["kubelink.server"], ex.dnsService, addr)
+	m := new(dns.Msg)
+	m.SetQuestion(strings.Join(reverse(strings.Split(strings.Split(ex.linkAddress, "/")[0], ".")), ".")+".in-addr.arpa.", dns.TypePTR)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		r, _, err := cl.ExchangeContext(ctx, m, stubAddr)
+		if err == nil && len(r.Answer) == 1 {
+			if ptr, ok := r.Answer[0].(*dns.PTR); ok && ptr.Ptr == ex.cluster+".kubelink." {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("PTR of the link address through the cluster DNS server block: %v %v", r, err)
+			break
+		}
+	}
+	for _, srv := range []string{addr, stubAddr} {
+		for name, ip := range want {
+			var got string
+			// The plugin's informers sync after ready; allow a moment.
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				m := new(dns.Msg)
+				m.SetQuestion(name, dns.TypeA)
+				r, _, err := cl.ExchangeContext(ctx, m, srv)
+				if err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1 {
+					if a, ok := r.Answer[0].(*dns.A); ok {
+						got = a.A.String()
+					}
+				}
+				if got == ip || time.Now().After(deadline) {
+					if got != ip {
+						t.Errorf("%s A via %s: %v %v, want %s", name, srv, r, err, ip)
+					}
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}
+}
+
+func reverse(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[len(s)-1-i] = v
+	}
+	return out
+}
+
+// runStub runs bin/coredns with the chart's cluster-DNS server block,
+// pointed at the kubelink DNS on loopback instead of its ClusterIP.
+func runStub(t *testing.T, block, serviceIP, kubelinkAddr string) string {
+	t.Helper()
+	port := freePorts(t, 1)[0]
+	if !strings.Contains(block, "forward . "+serviceIP+"\n") || !strings.Contains(block, ":53 ") {
+		t.Fatalf("unexpected server block:\n%s", block)
+	}
+	conf := strings.ReplaceAll(block, ":53", fmt.Sprintf(":%d", port))
+	conf = strings.Replace(conf, "forward . "+serviceIP, "bind 127.0.0.1\n    forward . "+kubelinkAddr, 1)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(binary(t, "coredns"), "-conf", filepath.Join(dir, "Corefile"))
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("stub coredns output:\n%s\nCorefile:\n%s", logs.String(), conf)
+		}
+	})
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
