@@ -33,6 +33,100 @@ help: ## list the targets
 build: ## build every binary into bin/
 
 
+##@ CoreDNS with the kubelink plugin (plugin/, coredns-build/, test/dns/)
+
+# Built without -trimpath so it shares the build cache with `go test`
+# (the plugin's tests compile the same CoreDNS packages); go build itself is
+# incremental, so this target is cheap when nothing changed.
+.PHONY: coredns
+coredns: ## build bin/coredns (CoreDNS v1.15.0 + kubelink)
+	$(GO) build -o $(BIN)/coredns ./coredns-build
+
+build: coredns
+
+DNS_RUN_ADDR ?= 127.0.0.1
+DNS_RUN_PORT ?= 1053
+
+.PHONY: run
+run: coredns ## serve the example mesh (examples/manifests) on 127.0.0.1:1053, no cluster needed
+	@echo "serving the example mesh from examples/manifests on $(DNS_RUN_ADDR):$(DNS_RUN_PORT); try:"
+	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) kubelink SOA +norec"
+	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) kubelink2.kubelink A +norec"
+	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) kubelink1.kubelink A +norec"
+	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) -x 192.168.0.12 +norec"
+	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) nginx.default.svc.kubelink3.kubelink A +norec   # kubelink3 is Down: SERVFAIL + EDE 22 at once"
+	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) nosuch.kubelink A +norec                          # unknown cluster: NXDOMAIN with the mesh SOA"
+	@echo "  (names below kubelink2 are forwarded to its cluster DNS 100.64.16.10, reachable only inside the mesh)"
+	cd examples/manifests && DNS_RUN_ADDR=$(DNS_RUN_ADDR) DNS_RUN_PORT=$(DNS_RUN_PORT) $(BIN)/coredns -conf ../../coredns-build/Corefile.example
+
+.PHONY: bench-dns
+bench-dns: coredns ## dnsperf: CPU per query of kubelink vs hosts and vs rewrite+forward (not part of make test)
+	$(GO) run ./test/dns/benchdns -coredns $(BIN)/coredns
+
+FUZZ_DNS_TIME ?= 5m
+
+.PHONY: fuzz-dns
+fuzz-dns: ## fuzz the kubelink query path for FUZZ_DNS_TIME (default 5m)
+	$(GO) test -run '^$$' -fuzz '^FuzzServeDNS$$' -fuzztime $(FUZZ_DNS_TIME) ./plugin/
+
+##@ netd: the mesh gateway (netd/, test/netd/)
+
+.PHONY: netd
+netd: ## build bin/netd (broker, keygen, version)
+	$(GO) build -ldflags '-X main.version=$(VERSION)' -o $(BIN)/netd ./netd
+
+build: netd
+
+.PHONY: bench-tunnel
+bench-tunnel: netd testenv ## root, iperf3: raw veth vs bare wireguard-go vs netd wireguard vs netd bridge (not part of make test)
+	$(GO) run ./test/netd/benchtunnel -netd $(BIN)/netd
+
+##@ Helm chart and images (chart/kubelink, examples/, hack/ocibuild, test/chart, test/images)
+
+# helm and the Kubernetes version it assumes offline (`helm template`,
+# `helm lint`), from the modules pinned in go.mod.
+HELM_MODULE_VERSION = $(shell $(GO) list -m -f '{{.Version}}' helm.sh/helm/v3)
+HELM_LDFLAGS = -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_MODULE_VERSION) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
+
+$(BIN)/helm: go.mod go.sum
+	$(GO) build $(GOFLAGS_BUILD) -ldflags '$(HELM_LDFLAGS)' -o $@ helm.sh/helm/v3/cmd/helm
+
+.PHONY: helm
+helm: $(BIN)/helm ## helm v3 CLI at bin/helm, built from the helm.sh/helm/v3 module in go.mod
+
+build: helm
+
+.PHONY: helm-lint
+helm-lint: helm ## helm lint --strict the chart with every examples values file
+	@for f in examples/*/values*.yaml; do echo "== $$f"; $(BIN)/helm lint --strict chart/kubelink -f $$f; done
+
+IMAGES        := $(BIN)/images
+IMAGE_REPO    ?= kubelink
+IMAGE_TAG     ?= $(VERSION)
+IMAGE_SOURCE  ?= https://github.com/kubelink/kubelink
+# Reproducible archives: every timestamp is the last commit's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+OCIBUILD       = SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/ocibuild -label org.opencontainers.image.version=$(IMAGE_TAG) \
+	-label org.opencontainers.image.source=$(IMAGE_SOURCE) -label org.opencontainers.image.licenses=Apache-2.0 \
+	-label org.opencontainers.image.revision=$(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+
+# The images' base is empty, so they get their own static (CGO_ENABLED=0)
+# builds of the same packages as `make coredns` and `make netd`.
+.PHONY: images
+images: ## OCI image archives bin/images/{coredns,netd}.tar without a container daemon
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags '-s -w' -o $(IMAGES)/static/coredns ./coredns-build
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $(IMAGES)/static/netd ./netd
+	$(OCIBUILD) -binary $(IMAGES)/static/coredns -path /coredns -ref $(IMAGE_REPO)/coredns:$(IMAGE_TAG) \
+		-label org.opencontainers.image.title=kubelink-coredns \
+		-label "org.opencontainers.image.description=CoreDNS with the kubelink plugin" \
+		-port 8053/udp -port 8053/tcp -port 9153/tcp -o $(IMAGES)/coredns.tar
+	$(OCIBUILD) -binary $(IMAGES)/static/netd -path /netd -ref $(IMAGE_REPO)/netd:$(IMAGE_TAG) -user 0:0 \
+		-label org.opencontainers.image.title=kubelink-netd \
+		-label "org.opencontainers.image.description=kubelink netd: mesh gateway (broker) and node router" \
+		-dir /tmp -dir /var/run/wireguard -o $(IMAGES)/netd.tar
+
 ##@ Code generation
 
 $(BIN)/controller-gen: go.mod go.sum
@@ -44,11 +138,13 @@ generate: $(BIN)/controller-gen ## regenerate deepcopy code and CRDs
 	$(BIN)/controller-gen crd paths=./api/... output:crd:dir=chart/kubelink/crds
 
 .PHONY: verify
-verify: generate ## fail if generated files or formatting are out of date
-	@if [ -n "$$(git status --porcelain -- api chart/kubelink/crds)" ]; then \
-		echo "generated files are out of date; run 'make generate' and commit:"; \
-		git status --porcelain -- api chart/kubelink/crds; git diff --stat -- api chart/kubelink/crds; exit 1; fi
-	@echo "generated files are up to date"
+verify: $(BIN)/controller-gen ## fail if `make generate` would change any file
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir -p "$$tmp/api" "$$tmp/crds"; cp -r api/. "$$tmp/api/"; cp -r chart/kubelink/crds/. "$$tmp/crds/"; \
+	$(MAKE) --no-print-directory generate >/dev/null; \
+	if ! diff -ru "$$tmp/api" api || ! diff -ru "$$tmp/crds" chart/kubelink/crds; then \
+		echo "generated files were out of date: 'make generate' changed them (shown above); commit the result"; exit 1; fi; \
+	echo "generated files are up to date"
 
 .PHONY: lint
 lint: ## gofmt and go vet
@@ -73,10 +169,24 @@ testenv: $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/etcd $(TESTENV_BIN)/kubect
 
 ##@ Test
 
+# The end-to-end stage runs last, after everything it builds on passed.
+E2E_PKG := ./test/e2e
+
 .PHONY: test
-test: ## everything CI runs: unit, integration (real apiserver, CoreDNS) and root tests
+test: ## everything CI runs: unit, integration (real apiserver, CoreDNS), root tests, then the e2e
 test: testenv build
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/test/e2e$$')
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v $(E2E_PKG) 2>&1 | grep -vE '^\s+(I|E|W)[0-9]{4} |^\s+\[INFO\]'
+
+.PHONY: e2e
+e2e: ## root: the mesh-in-a-box end-to-end test (two simulated clusters)
+e2e: testenv build
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestMeshInABox $(E2E_PKG)
+
+.PHONY: demo
+demo: ## root: bring the e2e mesh up, print what to try, tear down on Ctrl-C
+demo: testenv build
+	KUBELINK_DEMO=1 $(GO) test -count=1 -timeout 24h -v -run TestDemo $(E2E_PKG)
 
 .PHONY: test-unit
 test-unit: ## unit tests only (no binaries, no root)

@@ -79,16 +79,21 @@ func str(v map[string]any, path string) string {
 	return fmt.Sprint(cur)
 }
 
-// TestMeshInABox brings up kubelink1 and kubelink2 from the examples'
-// values, connected by WireGuard, and checks reachability, DNS, link status,
-// gateway failure and an API outage.
-func TestMeshInABox(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
+// testMesh is the running e2e mesh.
+type testMesh struct {
+	*Mesh
+	members  []*member
+	clusters map[string]*Cluster
+	// echo maps a cluster to the ClusterIP of its echo Service.
+	echo map[string]string
+}
+
+// bringUp starts kubelink1 and kubelink2 from the examples' values,
+// connected by WireGuard.
+func bringUp(t *testing.T) *testMesh {
+	t.Helper()
 	netns.Require(t)
 	bins := RequireBinaries(t)
-	began := time.Now()
 	root := testenv.RepoRoot()
 	members := []*member{
 		{name: "kubelink1", publicIP: "172.31.0.11", values: filepath.Join(root, "examples/kubelink1/values.yaml")},
@@ -100,9 +105,8 @@ func TestMeshInABox(t *testing.T) {
 		mb.serviceCIDR, mb.linkAddress = str(v, "cluster.serviceCIDR"), str(v, "mesh.linkAddress")
 	}
 	m := NewMesh(t, bins)
+	tm := &testMesh{Mesh: m, members: members, clusters: map[string]*Cluster{}, echo: map[string]string{}}
 	ctx := context.Background()
-	clusters := map[string]*Cluster{}
-	echo := map[string]string{}
 	m.Step("bring up clusters", func() {
 		for _, mb := range members {
 			c := m.AddCluster(ClusterConfig{Name: mb.name, PublicIP: mb.publicIP})
@@ -133,14 +137,30 @@ func TestMeshInABox(t *testing.T) {
 				"links":  links,
 			})
 			c.StartClusterDNS()
-			echo[mb.name] = c.ServeHTTP("default", "echo")
-			clusters[mb.name] = c
+			tm.echo[mb.name] = c.ServeHTTP("default", "echo")
+			tm.clusters[mb.name] = c
 		}
-		for _, c := range clusters {
+		for _, c := range tm.clusters {
 			startAll(t, c)
 			c.Forward(c.Value("dns.serviceIP"), 53, "127.0.0.1:"+c.Value("dns.port"))
 		}
 	})
+	return tm
+}
+
+// TestMeshInABox checks reachability, DNS, link status, gateway failure and
+// an API outage on the e2e mesh.
+func TestMeshInABox(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	if os.Getenv("KUBELINK_DEMO") != "" {
+		t.Skip("demo run")
+	}
+	began := time.Now()
+	tm := bringUp(t)
+	m, members, clusters, echo := tm.Mesh, tm.members, tm.clusters, tm.echo
+	ctx := context.Background()
 	k1, k2 := clusters["kubelink1"], clusters["kubelink2"]
 
 	m.Step("d: links Up, LocalLinks carry the public keys", func() {

@@ -1,0 +1,176 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/kubelink/kubelink/api/v1alpha1"
+)
+
+// Dir reads KubeLink objects (status included) from the *.yaml, *.yml and
+// *.json files of a directory. It polls: a stat of a handful of files every
+// Interval is cheap and, unlike inotify, also works on ConfigMap volumes
+// whose files are swapped through symlinks.
+type Dir struct {
+	Path string
+	// Interval between scans; default 500ms, so changes show within 2 s.
+	Interval time.Duration
+	// OnError reports read errors; the last good snapshot stays in force.
+	OnError func(error)
+}
+
+// fileStamp identifies a version of a file cheaply.
+type fileStamp struct {
+	size    int64
+	modTime time.Time
+}
+
+// Run implements Source.
+func (d *Dir) Run(ctx context.Context, update func([]*v1alpha1.KubeLink)) error {
+	interval := d.Interval
+	if interval <= 0 {
+		interval = 500 * time.Millisecond
+	}
+	var last map[string]fileStamp
+	first := true
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		stamps, err := d.stamps()
+		if err == nil && (first || !sameStamps(stamps, last)) {
+			var objs []*v1alpha1.KubeLink
+			objs, err = d.Load()
+			if err == nil {
+				last, first = stamps, false
+				update(objs)
+			}
+		}
+		if err != nil && d.OnError != nil {
+			d.OnError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Dir) files() ([]string, error) {
+	entries, err := os.ReadDir(d.Path)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifests directory %s: %w", d.Path, err)
+	}
+	var out []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		switch filepath.Ext(name) {
+		case ".yaml", ".yml", ".json":
+			out = append(out, filepath.Join(d.Path, name))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (d *Dir) stamps() (map[string]fileStamp, error) {
+	files, err := d.files()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]fileStamp, len(files))
+	for _, f := range files {
+		fi, err := os.Stat(f) // follows symlinks
+		if err != nil {
+			return nil, fmt.Errorf("stat %s: %w", f, err)
+		}
+		out[f] = fileStamp{fi.Size(), fi.ModTime()}
+	}
+	return out, nil
+}
+
+func sameStamps(a, b map[string]fileStamp) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w.size != v.size || !w.modTime.Equal(v.modTime) {
+			return false
+		}
+	}
+	return true
+}
+
+// Load reads every KubeLink of the directory once. Objects of other kinds
+// (MeshServices, anything else) are skipped.
+func (d *Dir) Load() ([]*v1alpha1.KubeLink, error) {
+	files, err := d.files()
+	if err != nil {
+		return nil, err
+	}
+	var out []*v1alpha1.KubeLink
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", f, err)
+		}
+		objs, err := DecodeKubeLinks(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+// DecodeKubeLinks decodes the KubeLinks of a multi-document YAML or JSON
+// stream (a List of items is flattened).
+func DecodeKubeLinks(data []byte) ([]*v1alpha1.KubeLink, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*v1alpha1.KubeLink
+	for {
+		var u unstructured.Unstructured
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("decoding YAML: %w", err)
+		}
+		if u.Object == nil {
+			continue
+		}
+		items := []unstructured.Unstructured{u}
+		if u.IsList() {
+			l, err := u.ToList()
+			if err != nil {
+				return nil, fmt.Errorf("decoding list: %w", err)
+			}
+			items = l.Items
+		}
+		for i := range items {
+			it := &items[i]
+			if it.GetKind() != Kind || it.GroupVersionKind().Group != v1alpha1.SchemeGroupVersion.Group {
+				continue
+			}
+			kl, err := toKubeLink(it)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, kl)
+		}
+	}
+}

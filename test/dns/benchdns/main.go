@@ -1,0 +1,351 @@
+// Command benchdns compares the CPU cost per query of the kubelink plugin
+// with the CoreDNS setups it replaces, all on loopback in one run:
+//
+//	(a) kubelink's local answers (<cluster>.<mesh> A, link-address PTR)
+//	    vs the hosts plugin serving the same names;
+//	(b) kubelink's per-cluster forwarding vs the original kubelink's
+//	    generated chain (rewrite name regex ... answer name ... + forward)
+//	    to the same upstream CoreDNS.
+//
+// One CoreDNS process serves all four setups on separate ports; dnsperf
+// drives each at the same fixed rate in alternating rounds, and the CPU
+// time (utime+stime from /proc/PID/stat) the process spent per query is
+// compared. Each round runs kubelink and its baseline back to back (in
+// ABBA order) and yields one ratio; the median ratio over the rounds is
+// reported, which is robust against other load on the machine. The last
+// line is
+// "dns ratios: local/hosts=X forward/rewrite-forward=Y".
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	coredns := flag.String("coredns", "bin/coredns", "CoreDNS binary with the kubelink plugin")
+	seconds := flag.Int("seconds", 3, "duration of one dnsperf run")
+	rounds := flag.Int("rounds", 8, "rounds per comparison (kubelink and baseline in ABBA order)")
+	localQPS := flag.Int("local-qps", 8000, "query rate of the local-answer runs")
+	fwdQPS := flag.Int("forward-qps", 4000, "query rate of the forwarding runs")
+	flag.Parse()
+	if err := run(*coredns, *seconds, *rounds, *localQPS, *fwdQPS); err != nil {
+		fmt.Fprintln(os.Stderr, "benchdns:", err)
+		os.Exit(1)
+	}
+}
+
+type setup struct {
+	name    string
+	port    int
+	queries string
+	qps     int
+	// per round: CPU microseconds per query and achieved rate
+	cpu    []float64
+	qpsAll []float64
+}
+
+func run(coredns string, seconds, rounds, localQPS, fwdQPS int) error {
+	coredns, err := filepath.Abs(coredns)
+	if err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		return errors.New("dnsperf not found (Debian package dnsperf)")
+	}
+	dir, err := os.MkdirTemp("", "kubelink-benchdns-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ports, err := freePorts(7)
+	if err != nil {
+		return err
+	}
+	upPort, klPort, hostsPort, rwPort := ports[0], ports[1], ports[2], ports[3]
+
+	files := map[string]string{
+		"cluster.local.zone": `$ORIGIN cluster.local.
+@                         30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 30
+@                         30 IN NS  ns.dns.cluster.local.
+ns.dns                    30 IN A   127.0.0.1
+web.demo.svc              30 IN A   10.0.0.50
+api.demo.svc              30 IN A   10.0.0.51
+_http._tcp.web.demo.svc   30 IN SRV 0 100 80 web.demo.svc.cluster.local.
+`,
+		"manifests/links.yaml": `apiVersion: kubelink.mandelsoft.org/v1alpha1
+kind: KubeLink
+metadata: {name: kubelink1}
+spec: {endpoint: LocalLink, cidr: 100.64.0.0/20, clusterAddress: 192.168.0.11/24, dns: {baseDomain: kubelink}}
+---
+apiVersion: kubelink.mandelsoft.org/v1alpha1
+kind: KubeLink
+metadata: {name: kubelink2}
+spec: {cidr: 100.64.16.0/20, clusterAddress: 192.168.0.12/24, endpoint: gw2.example.com, dns: {dnsIP: 127.0.0.1}}
+status: {state: Up}
+---
+apiVersion: kubelink.mandelsoft.org/v1alpha1
+kind: KubeLink
+metadata: {name: kubelink3}
+spec: {cidr: 100.64.32.0/20, clusterAddress: 192.168.0.13/24, endpoint: gw3.example.com, dns: {dnsIP: 127.0.0.1}}
+status: {state: Up}
+`,
+		"local.txt":   "kubelink2.kubelink A\nkubelink3.kubelink A\n12.0.168.192.in-addr.arpa PTR\n13.0.168.192.in-addr.arpa PTR\n",
+		"forward.txt": "web.demo.svc.kubelink2.kubelink A\napi.demo.svc.kubelink2.kubelink A\n_http._tcp.web.demo.svc.kubelink2.kubelink SRV\n",
+	}
+	// The subject: kubelink, hosts, and the original kubelink chain.
+	files["Corefile"] = fmt.Sprintf(`.:%[1]d {
+    bind 127.0.0.1
+    kubelink {
+        manifests %[5]s
+        upstream-port %[4]d
+    }
+}
+.:%[2]d {
+    bind 127.0.0.1
+    hosts {
+        192.168.0.12 kubelink2.kubelink
+        192.168.0.13 kubelink3.kubelink
+        ttl 5
+    }
+}
+kubelink2.kubelink.:%[3]d {
+    bind 127.0.0.1
+    rewrite stop name regex (.*)\.kubelink2\.kubelink\.$ {1}.cluster.local. answer name (.*)\.cluster\.local\.$ {1}.kubelink2.kubelink.
+    forward . 127.0.0.1:%[4]d
+}
+`, klPort, hostsPort, rwPort, upPort, filepath.Join(dir, "manifests"))
+	files["Corefile.upstream"] = fmt.Sprintf(`cluster.local.:%d {
+    bind 127.0.0.1
+    file %s
+}
+`, upPort, filepath.Join(dir, "cluster.local.zone"))
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	up, err := start(ctx, coredns, filepath.Join(dir, "Corefile.upstream"), filepath.Join(dir, "upstream.log"))
+	if err != nil {
+		return err
+	}
+	defer stop(up)
+	subject, err := start(ctx, coredns, filepath.Join(dir, "Corefile"), filepath.Join(dir, "subject.log"))
+	if err != nil {
+		return err
+	}
+	defer stop(subject)
+	for _, p := range []int{upPort, klPort, hostsPort, rwPort} {
+		if err := waitDNS(p); err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, "subject.log"))
+			return fmt.Errorf("%w\n%s", err, b)
+		}
+	}
+	// kubelink serves once its manifests are read.
+	if err := waitKubelink(klPort); err != nil {
+		return err
+	}
+
+	local := []*setup{
+		{name: "kubelink local", port: klPort, queries: filepath.Join(dir, "local.txt"), qps: localQPS},
+		{name: "hosts", port: hostsPort, queries: filepath.Join(dir, "local.txt"), qps: localQPS},
+	}
+	fwd := []*setup{
+		{name: "kubelink forward", port: klPort, queries: filepath.Join(dir, "forward.txt"), qps: fwdQPS},
+		{name: "rewrite+forward", port: rwPort, queries: filepath.Join(dir, "forward.txt"), qps: fwdQPS},
+	}
+	// Warm up (connection pools, caches, JIT-free but page-faulting).
+	for _, s := range append(append([]*setup{}, local...), fwd...) {
+		if _, _, _, err := measure(subject.Process.Pid, s, 1); err != nil {
+			return err
+		}
+	}
+	ratios := make([][]float64, 2)
+	for r := 0; r < rounds; r++ {
+		for gi, group := range [][]*setup{local, fwd} {
+			// ABBA order cancels slow drifts of the machine's load; each
+			// round gives one kubelink/baseline ratio.
+			order := group
+			if r%2 == 1 {
+				order = []*setup{group[1], group[0]}
+			}
+			for _, s := range order {
+				cpu, qps, n, err := measure(subject.Process.Pid, s, seconds)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("round %d %-18s %8d queries %9.0f qps %8.2f us CPU/query\n", r+1, s.name, n, qps, cpu)
+				s.cpu = append(s.cpu, cpu)
+				s.qpsAll = append(s.qpsAll, qps)
+			}
+			ratios[gi] = append(ratios[gi], group[0].cpu[r]/group[1].cpu[r])
+		}
+	}
+	fmt.Println()
+	fmt.Printf("%-18s %10s %16s   (medians of %d rounds of %ds)\n", "setup", "qps", "us CPU/query", rounds, seconds)
+	for _, s := range append(append([]*setup{}, local...), fwd...) {
+		fmt.Printf("%-18s %10.0f %16.2f\n", s.name, median(s.qpsAll), median(s.cpu))
+	}
+	fmt.Printf("dns ratios: local/hosts=%.3f forward/rewrite-forward=%.3f\n", median(ratios[0]), median(ratios[1]))
+	return nil
+}
+
+// median of a non-empty sample.
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+var (
+	completedRE = regexp.MustCompile(`Queries completed:\s+(\d+)`)
+	qpsRE       = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
+	lostRE      = regexp.MustCompile(`Queries lost:\s+(\d+)`)
+)
+
+// measure runs dnsperf against one setup and returns the subject's CPU
+// microseconds per completed query, the achieved rate and the count.
+func measure(pid int, s *setup, seconds int) (float64, float64, int, error) {
+	before, err := cpuTicks(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	out, err := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(s.port), "-d", s.queries,
+		"-l", strconv.Itoa(seconds), "-Q", strconv.Itoa(s.qps), "-c", "4", "-t", "2").CombinedOutput()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("dnsperf %s: %w\n%s", s.name, err, out)
+	}
+	after, err := cpuTicks(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	m := completedRE.FindSubmatch(out)
+	q := qpsRE.FindSubmatch(out)
+	if m == nil || q == nil {
+		return 0, 0, 0, fmt.Errorf("unexpected dnsperf output:\n%s", out)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	qps, _ := strconv.ParseFloat(string(q[1]), 64)
+	if l := lostRE.FindSubmatch(out); l != nil && string(l[1]) != "0" {
+		fmt.Printf("  (%s: %s queries lost)\n", s.name, l[1])
+	}
+	if n == 0 {
+		return 0, 0, 0, fmt.Errorf("dnsperf %s: no query completed:\n%s", s.name, out)
+	}
+	ticks := float64(after - before)
+	return ticks / float64(clockTicks) * 1e6 / float64(n), qps, n, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// cpuTicks is utime+stime of a process.
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may contain spaces; fields follow the last ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	return u + st, nil
+}
+
+func start(ctx context.Context, bin, conf, logPath string) (*exec.Cmd, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin, "-conf", conf, "-quiet")
+	cmd.Dir = filepath.Dir(conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	return cmd, nil
+}
+
+func stop(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	_ = cmd.Wait()
+}
+
+func freePorts(n int) ([]int, error) {
+	var out []int
+	var hold []net.PacketConn
+	defer func() {
+		for _, h := range hold {
+			h.Close()
+		}
+	}()
+	for len(out) < n {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		hold = append(hold, c)
+		p := c.LocalAddr().(*net.UDPAddr).Port
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
+			l.Close()
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func waitDNS(port int) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no DNS server on port %d after 30s", port)
+}
+
+func waitKubelink(port int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command("dig", "@127.0.0.1", "-p", strconv.Itoa(port), "+short", "+time=1", "+tries=1", "kubelink2.kubelink", "A").Output()
+		if s := bufio.NewScanner(strings.NewReader(string(out))); s.Scan() && s.Text() == "192.168.0.12" {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("kubelink did not answer kubelink2.kubelink within 10s")
+}
