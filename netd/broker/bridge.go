@@ -1,0 +1,200 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/netd/tunnel/bridge"
+)
+
+// helloState holds what the bridge tells peers; reconciles update it.
+type helloState struct {
+	mu     sync.Mutex
+	port   int
+	locals map[string]localInfo
+	names  map[string]string // mesh -> local cluster name
+}
+
+func (h *helloState) SetLocal(locals map[string]localInfo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.locals = locals
+}
+
+func (h *helloState) hello() bridge.Hello {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := bridge.Hello{Port: h.port}
+	for m, l := range h.locals {
+		hm := bridge.HelloMesh{Mesh: m, Cluster: l.Cluster, Address: l.Address.String(), Domain: l.Domain}
+		if l.CIDR.IsValid() {
+			hm.CIDR = l.CIDR.String()
+		}
+		if l.DNSIP.IsValid() {
+			hm.DNSIP = l.DNSIP.String()
+		}
+		out.Meshes = append(out.Meshes, hm)
+	}
+	sort.Slice(out.Meshes, func(i, j int) bool { return out.Meshes[i].Mesh < out.Meshes[j].Mesh })
+	return out
+}
+
+// loadTLS reads the certificate from files or from the --secret (a
+// kubernetes TLS secret: tls.crt, tls.key, ca.crt).
+func (b *broker) loadTLS(ctx context.Context) (tls.Certificate, *x509.CertPool, error) {
+	var certPEM, keyPEM, caPEM []byte
+	var err error
+	switch {
+	case b.cfg.CertFile != "":
+		if certPEM, err = os.ReadFile(b.cfg.CertFile); err != nil {
+			return tls.Certificate{}, nil, fmt.Errorf("--certfile: %w", err)
+		}
+		if keyPEM, err = os.ReadFile(b.cfg.KeyFile); err != nil {
+			return tls.Certificate{}, nil, fmt.Errorf("--keyfile: %w", err)
+		}
+		if caPEM, err = os.ReadFile(b.cfg.CACertFile); err != nil {
+			return tls.Certificate{}, nil, fmt.Errorf("--cacertfile: %w", err)
+		}
+	case b.cfg.Secret != "":
+		data, err := kube.SecretData(ctx, b.clients.Core, b.cfg.Secret)
+		if err != nil {
+			return tls.Certificate{}, nil, err
+		}
+		if data == nil {
+			return tls.Certificate{}, nil, fmt.Errorf("secret %s not found", b.cfg.Secret)
+		}
+		certPEM, keyPEM, caPEM = data["tls.crt"], data["tls.key"], data["ca.crt"]
+	default:
+		return tls.Certificate{}, nil, fmt.Errorf("bridge mode needs a certificate: --secret or --certfile/--keyfile/--cacertfile")
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return cert, nil, fmt.Errorf("loading the bridge certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return cert, nil, fmt.Errorf("no CA certificate for peer verification (ca.crt / --cacertfile)")
+	}
+	return cert, pool, nil
+}
+
+func (b *broker) openBridge(ctx context.Context, kick func()) error {
+	cert, pool, err := b.loadTLS(ctx)
+	if err != nil {
+		return err
+	}
+	hs := &helloState{port: b.cfg.AdvertisedPort}
+	b.bridge = hs
+	opts := bridge.Options{
+		Name: b.cfg.IfceName, ListenPort: b.cfg.BrokerPort, MTU: bridge.DefaultMTU,
+		Certificate: cert, CAs: pool, Heartbeat: b.cfg.Keepalive,
+		Hello: hs.hello, Log: b.log,
+		OnHello: func(link string, h bridge.Hello) {
+			if b.cfg.DNSAdvertisement {
+				b.advertisedDNS(ctx, link, h)
+			}
+			kick()
+		},
+	}
+	if b.cfg.AutoConnect {
+		opts.OnUnknown = func(names []string, h bridge.Hello) { b.autoConnect(ctx, names, h) }
+	}
+	br, err := bridge.New(opts)
+	if err != nil {
+		return err
+	}
+	b.tun = br
+	b.log.Info("bridge up", "device", b.cfg.IfceName, "port", b.cfg.BrokerPort)
+	return nil
+}
+
+// helloFor picks the hello entry of a link's mesh.
+func helloFor(h bridge.Hello, meshName string) *bridge.HelloMesh {
+	for i := range h.Meshes {
+		if h.Meshes[i].Mesh == meshName {
+			return &h.Meshes[i]
+		}
+	}
+	return nil
+}
+
+// advertisedDNS keeps a link's spec.dns equal to what its peer announced.
+func (b *broker) advertisedDNS(ctx context.Context, link string, h bridge.Hello) {
+	cur := b.watcher.Get(link)
+	if cur == nil {
+		return
+	}
+	meshName, _ := v1alpha1.SplitName(link)
+	hm := helloFor(h, meshName)
+	if hm == nil || hm.DNSIP == "" {
+		return
+	}
+	dns := &v1alpha1.KubeLinkDNS{}
+	if cur.Spec.DNS != nil {
+		dns = cur.Spec.DNS.DeepCopy()
+	}
+	if dns.DNSIP == hm.DNSIP && dns.BaseDomain == hm.Domain {
+		return
+	}
+	dns.DNSIP, dns.BaseDomain = hm.DNSIP, hm.Domain
+	if err := kube.PatchSpecDNS(ctx, b.clients.Dynamic, link, dns); err != nil {
+		b.log.Error("DNS advertisement", "link", link, "err", err)
+		return
+	}
+	b.log.Info("updated spec.dns from the peer's hello", "link", link, "dnsIP", hm.DNSIP, "domain", hm.Domain)
+}
+
+// autoConnect registers a peer with a valid certificate as a new KubeLink
+// in every mesh both share.
+func (b *broker) autoConnect(ctx context.Context, names []string, h bridge.Hello) {
+	if len(names) == 0 {
+		return
+	}
+	host := names[0]
+	hs, _ := b.bridge.(*helloState)
+	for _, hm := range h.Meshes {
+		if hs != nil {
+			hs.mu.Lock()
+			_, shared := hs.locals[hm.Mesh]
+			hs.mu.Unlock()
+			if !shared {
+				continue
+			}
+		}
+		name := v1alpha1.JoinName(hm.Mesh, hm.Cluster)
+		if b.watcher.Get(name) != nil {
+			continue
+		}
+		if _, err := mesh.ParseAddressPrefix(hm.Address); err != nil {
+			b.log.Warn("auto-connect: bad address in hello", "peer", host, "err", err)
+			continue
+		}
+		l := &v1alpha1.KubeLink{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubelink.mandelsoft.org/auto-connect": "true"}},
+			Spec: v1alpha1.KubeLinkSpec{
+				ClusterAddress: hm.Address, CIDR: hm.CIDR,
+				Endpoint: net.JoinHostPort(host, strconv.Itoa(h.Port)),
+			},
+		}
+		if hm.DNSIP != "" || hm.Domain != "" {
+			l.Spec.DNS = &v1alpha1.KubeLinkDNS{DNSIP: hm.DNSIP, BaseDomain: hm.Domain}
+		}
+		if err := kube.CreateLink(ctx, b.clients.Dynamic, l); err != nil {
+			b.log.Error("auto-connect", "peer", host, "err", err)
+			continue
+		}
+		b.log.Info("auto-connect: registered a new KubeLink", "link", name, "endpoint", l.Spec.Endpoint)
+	}
+}

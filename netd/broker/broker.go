@@ -1,0 +1,456 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/netd/leader"
+	"github.com/kubelink/kubelink/netd/linkstate"
+	"github.com/kubelink/kubelink/netd/metrics"
+	"github.com/kubelink/kubelink/netd/nat"
+	"github.com/kubelink/kubelink/netd/nftable"
+	"github.com/kubelink/kubelink/netd/routes"
+	"github.com/kubelink/kubelink/netd/tunnel"
+	"github.com/kubelink/kubelink/netd/tunnel/wireguard"
+	"github.com/kubelink/kubelink/netd/wgkey"
+)
+
+// Run runs the broker until ctx ends or it loses its lease.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	clients, err := kube.NewClients(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
+	if cfg.ServerPortHTTP > 0 {
+		if err := m.Serve(ctx, ":"+strconv.Itoa(cfg.ServerPortHTTP)); err != nil {
+			return err
+		}
+	}
+	if cfg.LeaseName == "" {
+		m.Leader.Set(1)
+		return runActive(ctx, cfg, clients, m, log)
+	}
+	ns := cfg.LeaseNamespace
+	if ns == "" {
+		ns = kube.Namespace()
+	}
+	// A standby is ready: it serves by standing by.
+	m.SetReady(true)
+	log.Info("waiting for the lease", "lease", ns+"/"+cfg.LeaseName, "identity", cfg.Identity)
+	var activeErr error
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err = leader.Run(lctx, clients.Core, leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration},
+		func(actx context.Context) {
+			log.Info("became the active gateway", "identity", cfg.Identity)
+			m.Leader.Set(1)
+			m.SetReady(false)
+			activeErr = runActive(actx, cfg, clients, m, log)
+			m.Leader.Set(0)
+			cancel()
+		})
+	if activeErr != nil && ctx.Err() == nil {
+		return activeErr
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// broker is the active gateway's state.
+type broker struct {
+	cfg      *Config
+	clients  *kube.Clients
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	watcher  *kube.LinkWatcher
+	tun      tunnel.Tunnel
+	routes   *routes.Manager
+	table    *nftable.Table
+	tracker  *linkstate.Tracker
+	recorder record.EventRecorder
+	pubKey   string
+	resolver *resolver
+	// linkErrs are per-link configuration errors of the last reconcile.
+	linkErrs map[string]string
+	bridge   bridgeHooks
+}
+
+// bridgeHooks is what bridge mode adds to reconciles (hello info).
+type bridgeHooks interface {
+	SetLocal(locals map[string]localInfo)
+}
+
+type localInfo struct {
+	Cluster string
+	Address netip.Prefix
+	CIDR    netip.Prefix
+	DNSIP   netip.Addr
+	Domain  string
+}
+
+func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metrics.Metrics, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b := &broker{
+		cfg: cfg, clients: clients, metrics: m, log: log,
+		routes:   &routes.Manager{Device: cfg.IfceName, Table: cfg.RouteTable, RulePriority: cfg.RulePriority},
+		table:    &nftable.Table{},
+		tracker:  &linkstate.Tracker{Window: 3 * cfg.Keepalive, Bridge: cfg.Mode == ModeBridge},
+		resolver: &resolver{ttl: 30 * time.Second, cache: map[string]resolved{}},
+	}
+	rec, stop := kube.Recorder(ctx, clients.Core, "kubelink-netd")
+	defer stop()
+	b.recorder = rec
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		log.Warn("cannot enable IP forwarding", "err", err)
+	}
+	trigger := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	w, err := kube.WatchLinks(ctx, clients.Dynamic, kick)
+	if err != nil {
+		return err
+	}
+	b.watcher = w
+	if err := b.openTunnel(ctx, kick); err != nil {
+		return err
+	}
+	if b.tun != nil {
+		defer func() {
+			// Leave nothing behind: the device (and with it its routes and
+			// addresses) and the nftables table go away.
+			_ = b.tun.Close()
+			if _, err := b.table.Apply(nil); err != nil {
+				log.Warn("removing nftables table", "err", err)
+			}
+		}()
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		start := time.Now()
+		err := b.reconcile(ctx)
+		m.Duration.Observe(time.Since(start).Seconds())
+		if err != nil {
+			m.Reconciles.WithLabelValues("error").Inc()
+			log.Error("reconcile", "err", err)
+		} else {
+			m.Reconciles.WithLabelValues("ok").Inc()
+			m.SetReady(true)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trigger:
+		case <-tick.C:
+		}
+	}
+}
+
+func (b *broker) openTunnel(ctx context.Context, kick func()) error {
+	switch b.cfg.Mode {
+	case ModeNone:
+		return nil
+	case ModeWireGuard:
+		key, err := b.privateKey(ctx)
+		if err != nil {
+			return err
+		}
+		b.pubKey = key.Public().String()
+		d, err := wireguard.New(wireguard.Options{Name: b.cfg.IfceName, ListenPort: b.cfg.BrokerPort, PrivateKey: key, Keepalive: b.cfg.Keepalive, Verbose: b.cfg.Verbose})
+		if err != nil {
+			return err
+		}
+		b.tun = d
+		b.log.Info("WireGuard device up", "device", b.cfg.IfceName, "kernel", d.Kernel, "port", b.cfg.BrokerPort, "publicKey", b.pubKey)
+		return nil
+	case ModeBridge:
+		return b.openBridge(ctx, kick)
+	}
+	return fmt.Errorf("unknown mode %q", b.cfg.Mode)
+}
+
+func (b *broker) privateKey(ctx context.Context) (wgkey.Key, error) {
+	gen := func() (string, error) {
+		k, err := wgkey.Generate()
+		return k.String(), err
+	}
+	if b.cfg.Secret == "" {
+		b.log.Warn("no --secret: using a new WireGuard key that changes on every start")
+		s, err := gen()
+		if err != nil {
+			return wgkey.Key{}, err
+		}
+		return wgkey.Parse(s)
+	}
+	s, err := kube.EnsureSecretKey(ctx, b.clients.Core, b.cfg.Secret, SecretKeyWireGuard, gen)
+	if err != nil {
+		return wgkey.Key{}, err
+	}
+	k, err := wgkey.Parse(s)
+	if err != nil {
+		return k, fmt.Errorf("secret %s key %s: %w", b.cfg.Secret, SecretKeyWireGuard, err)
+	}
+	return k, nil
+}
+
+// reconcile brings device, routes, nftables and status to the level the
+// KubeLinks describe.
+func (b *broker) reconcile(ctx context.Context) error {
+	opts, _ := b.cfg.MeshOptions()
+	set := mesh.Build(b.watcher.List(), opts)
+	b.linkErrs = map[string]string{}
+	var (
+		peers    []tunnel.Peer
+		addrs    []netip.Addr
+		rts      []routes.Route
+		mappings []nat.Mapping
+		locals   = map[string]localInfo{}
+		byName   = map[string]int{}
+	)
+	// Mesh order must be stable: the nftables fingerprint depends on it.
+	names := make([]string, 0, len(set.Meshes))
+	for n := range set.Meshes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		m := set.Meshes[n]
+		if m.Local == nil || !m.Local.Address.IsValid() {
+			continue
+		}
+		addrs = append(addrs, m.Local.Address)
+		rts = append(rts, routes.Route{Dst: m.Network, Src: m.Local.Address})
+		mappings = append(mappings, nat.Mapping{Dst: m.Network, Address: m.Local.Address})
+		locals[m.Name] = localInfo{Cluster: m.Local.Cluster, Address: netip.PrefixFrom(m.Local.Address, m.Network.Bits()), CIDR: m.Local.CIDR, DNSIP: m.Local.DNSIP, Domain: m.Local.ClusterDomain}
+	}
+	usable := set.Usable()
+	for _, l := range usable {
+		if !b.cfg.Serves(l.Name) || l.GatewayLink != "" {
+			continue
+		}
+		p, err := b.peer(ctx, l)
+		if err != nil {
+			b.linkErrs[l.Name] = err.Error()
+			continue
+		}
+		byName[l.Name] = len(peers)
+		peers = append(peers, p)
+	}
+	// Links relayed through another link add their destinations to the
+	// gateway link's peer.
+	for _, l := range usable {
+		if !b.cfg.Serves(l.Name) || l.GatewayLink == "" {
+			continue
+		}
+		if i, ok := byName[l.GatewayLink]; ok {
+			peers[i].AllowedIPs = append(peers[i].AllowedIPs, append(l.Routes(), netip.PrefixFrom(l.Address, 32))...)
+		}
+	}
+	for _, l := range usable {
+		if !b.cfg.Serves(l.Name) || b.linkErrs[l.Name] != "" {
+			continue
+		}
+		local := set.Meshes[l.Mesh].Local.Address
+		for _, r := range l.Routes() {
+			rts = append(rts, routes.Route{Dst: r, Src: local})
+			mappings = append(mappings, nat.Mapping{Dst: r, Address: local})
+		}
+	}
+	if b.tun != nil {
+		if b.bridge != nil {
+			b.bridge.SetLocal(locals)
+		}
+		if err := b.tun.Configure(ctx, peers); err != nil {
+			// A device failure is every served link's error.
+			for _, p := range peers {
+				b.linkErrs[p.Link] = "tunnel device: " + err.Error()
+			}
+			return errors.Join(err, b.updateStatus(ctx, set))
+		}
+		if _, err := b.routes.Sync(addrs, rts); err != nil {
+			return err
+		}
+		var chains []nftable.Chain
+		if b.cfg.PodCIDR != "" {
+			chains = append(chains, nat.SNAT(b.cfg.IfceName, mappings))
+		}
+		if _, err := b.table.Apply(chains); err != nil {
+			return err
+		}
+		b.metrics.TableWrites.Set(float64(b.table.Writes()))
+		if w, ok := b.tun.(interface{ Writes() int }); ok {
+			b.metrics.TunnelWrites.Set(float64(w.Writes()))
+		}
+	}
+	return b.updateStatus(ctx, set)
+}
+
+func (b *broker) peer(ctx context.Context, l *mesh.Link) (tunnel.Peer, error) {
+	p := tunnel.Peer{Link: l.Name, PublicKey: l.PublicKey, PresharedKey: l.PresharedKey,
+		AllowedIPs: append([]netip.Prefix{netip.PrefixFrom(l.Address, 32)}, l.Routes()...)}
+	if b.cfg.Mode == ModeWireGuard && l.PublicKey == "" {
+		return p, fmt.Errorf("spec.publicKey is missing (the peer's LocalLink status.publicKey)")
+	}
+	if l.Endpoint != "" {
+		host, port, err := net.SplitHostPort(l.Endpoint)
+		if err != nil {
+			return p, fmt.Errorf("spec.endpoint: %w", err)
+		}
+		p.Host = host
+		addr, err := b.resolver.resolve(ctx, host)
+		if err != nil {
+			return p, err
+		}
+		p.Endpoint = net.JoinHostPort(addr.String(), port)
+	}
+	return p, nil
+}
+
+// updateStatus writes every link's status that changed and records events
+// on state transitions.
+func (b *broker) updateStatus(ctx context.Context, set *mesh.Set) error {
+	stats := map[string]tunnel.Stats{}
+	if b.tun != nil {
+		var err error
+		if stats, err = b.tun.Stats(); err != nil {
+			return err
+		}
+	}
+	keep := map[string]bool{}
+	var samples []metrics.LinkSample
+	var errs []error
+	for _, l := range set.Sorted() {
+		if l.Object == nil || !b.cfg.Serves(l.Name) && !l.Local {
+			continue
+		}
+		want := v1alpha1.KubeLinkStatus{Gateway: b.cfg.Identity}
+		switch {
+		case l.Local:
+			want.State, want.Message = v1alpha1.StateUp, "active gateway "+b.cfg.Identity
+			if !l.Verdict.OK() {
+				want.State, want.Message = l.Verdict.State, l.Verdict.Message
+			}
+			want.PublicKey = b.pubKey
+		case !l.Verdict.OK():
+			want.State, want.Message = l.Verdict.State, l.Verdict.Message
+		case b.linkErrs[l.Name] != "":
+			want.State, want.Message = v1alpha1.StateError, b.linkErrs[l.Name]
+		case b.tun == nil:
+			want.State, want.Message = v1alpha1.StateIdle, "broker mode none: no tunnel"
+		case l.GatewayLink != "":
+			gs := stats[l.GatewayLink]
+			want.State, want.Message = b.tracker.Eval(l.GatewayLink, gs)
+			want.Message = "via " + l.GatewayLink + ": " + want.Message
+		default:
+			keep[l.Name] = true
+			s := stats[l.Name]
+			want.State, want.Message = b.tracker.Eval(l.Name, s)
+			samples = append(samples, metrics.LinkSample{Link: l.Name, State: want.State, LastHandshake: s.LastHandshake, RxBytes: s.RxBytes, TxBytes: s.TxBytes})
+		}
+		if !l.Local && !keep[l.Name] {
+			samples = append(samples, metrics.LinkSample{Link: l.Name, State: want.State})
+		}
+		if err := b.writeStatus(ctx, l.Name, want); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.tracker.Forget(keep)
+	b.metrics.SetLinks(samples)
+	return errors.Join(errs...)
+}
+
+func (b *broker) writeStatus(ctx context.Context, name string, want v1alpha1.KubeLinkStatus) error {
+	cur := b.watcher.Get(name)
+	if cur == nil {
+		return nil
+	}
+	have := cur.Status
+	if have.State == want.State && have.Message == want.Message && have.Gateway == want.Gateway && have.PublicKey == want.PublicKey {
+		return nil
+	}
+	want.Conditions = append([]metav1.Condition(nil), have.Conditions...)
+	cond := metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse, Reason: want.State, Message: want.Message, ObservedGeneration: cur.Generation}
+	if want.State == v1alpha1.StateUp {
+		cond.Status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&want.Conditions, cond)
+	if err := kube.PatchStatus(ctx, b.clients.Dynamic, name, want); err != nil {
+		return err
+	}
+	if have.State != want.State {
+		typ := corev1.EventTypeNormal
+		if want.State != v1alpha1.StateUp && want.State != v1alpha1.StateIdle {
+			typ = corev1.EventTypeWarning
+		}
+		cur.APIVersion, cur.Kind = v1alpha1.SchemeGroupVersion.String(), "KubeLink"
+		b.recorder.Eventf(cur, typ, want.State, "link %s: %s", want.State, want.Message)
+		b.log.Info("link state", "link", name, "state", want.State, "message", want.Message)
+	}
+	return nil
+}
+
+// resolver caches endpoint host lookups and re-resolves them after ttl.
+type resolver struct {
+	ttl   time.Duration
+	mu    sync.Mutex
+	cache map[string]resolved
+}
+
+type resolved struct {
+	addr    netip.Addr
+	expires time.Time
+}
+
+func (r *resolver) resolve(ctx context.Context, host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a, nil
+	}
+	r.mu.Lock()
+	c, ok := r.cache[host]
+	r.mu.Unlock()
+	if ok && time.Now().Before(c.expires) {
+		return c.addr, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(lctx, "ip4", host)
+	if err != nil || len(addrs) == 0 {
+		if ok {
+			// Keep the last good address while DNS is unavailable.
+			return c.addr, nil
+		}
+		return netip.Addr{}, fmt.Errorf("resolving endpoint host %s: %w", host, err)
+	}
+	r.mu.Lock()
+	r.cache[host] = resolved{addr: addrs[0].Unmap(), expires: time.Now().Add(r.ttl)}
+	r.mu.Unlock()
+	return addrs[0].Unmap(), nil
+}

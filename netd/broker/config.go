@@ -1,0 +1,179 @@
+// Package broker is `netd broker`: the cluster's mesh gateway. It watches
+// KubeLinks, configures the tunnel (WireGuard or TLS bridge), the device's
+// addresses and routes and netd's nftables table, and writes link status,
+// events and metrics; with a lease only the elected replica is active.
+package broker
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/api/v1alpha1"
+)
+
+// Modes of the broker.
+const (
+	ModeWireGuard = "wireguard"
+	ModeBridge    = "bridge"
+	ModeNone      = "none"
+)
+
+// SecretKeyWireGuard is the secret key holding the WireGuard private key.
+const SecretKeyWireGuard = "WireguardPrivateKey"
+
+// Config is the broker's configuration (its flags).
+type Config struct {
+	Mode             string
+	ClusterName      string
+	LinkAddress      string
+	MeshDomain       string
+	MeshDNSServiceIP string
+	ServiceCIDR      string
+	PodCIDR          string
+	NodeCIDR         string
+	NodeIP           string
+	IfceName         string
+	BrokerPort       int
+	AdvertisedPort   int
+	AutoConnect      bool
+	Secret           string
+	CertFile         string
+	KeyFile          string
+	CACertFile       string
+	DNSAdvertisement bool
+	ClusterDomain    string
+	DNSServiceIP     string
+	ServedLinks      string
+	RouteTable       int
+	RulePriority     int
+	Kubeconfig       string
+	ServerPortHTTP   int
+	LeaseName        string
+	LeaseNamespace   string
+	LeaseDuration    time.Duration
+	// Keepalive is the WireGuard persistent keepalive / bridge heartbeat;
+	// the Down detection window is three of them.
+	Keepalive time.Duration
+	// Identity names this replica in the lease and status.gateway
+	// ($POD_NAME, else the host name).
+	Identity string
+	Verbose  bool
+}
+
+// Flags registers the broker's flags (the original kubelink's names).
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Mode, "mode", ModeWireGuard, "tunnel mode: wireguard, bridge or none")
+	fs.StringVar(&c.ClusterName, "cluster-name", "", "local cluster name in the default mesh (without a LocalLink)")
+	fs.StringVar(&c.LinkAddress, "link-address", "", "local link address with mesh netmask for the default mesh, e.g. 192.168.0.11/24")
+	fs.StringVar(&c.MeshDomain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
+	fs.StringVar(&c.MeshDNSServiceIP, "meshdns-service-ip", "", "mesh-global DNS service IP of the default mesh")
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", "", "local service CIDR")
+	fs.StringVar(&c.PodCIDR, "pod-cidr", "", "pod CIDR; enables pod mode (SNAT to the link address)")
+	fs.StringVar(&c.NodeCIDR, "node-cidr", "", "node CIDR of the cluster (informational; used by the router)")
+	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of the node the broker runs on (pod mode, from the downward API)")
+	fs.StringVar(&c.IfceName, "ifce-name", "kubelink", "name of the tunnel device")
+	fs.IntVar(&c.BrokerPort, "broker-port", v1alpha1.DefaultPort, "port the tunnel listens on (UDP for wireguard, TCP for bridge)")
+	fs.IntVar(&c.AdvertisedPort, "advertised-port", 0, "port peers reach us on when it differs from --broker-port (told in the bridge hello)")
+	fs.BoolVar(&c.AutoConnect, "auto-connect", false, "bridge: register unknown peers with a valid certificate as new KubeLinks")
+	fs.StringVar(&c.Secret, "secret", "", "[namespace/]name of the secret with the WireGuard key (key WireguardPrivateKey) or the TLS certificate (tls.crt, tls.key, ca.crt)")
+	fs.StringVar(&c.CertFile, "certfile", "", "bridge: TLS certificate file")
+	fs.StringVar(&c.KeyFile, "keyfile", "", "bridge: TLS key file")
+	fs.StringVar(&c.CACertFile, "cacertfile", "", "bridge: CA certificate file for peer certificates")
+	fs.BoolVar(&c.DNSAdvertisement, "dns-advertisement", false, "bridge: keep peers' spec.dns up to date from their hello")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", v1alpha1.DefaultClusterDomain, "local cluster domain")
+	fs.StringVar(&c.DNSServiceIP, "dns-service-ip", "", "local cluster DNS service IP (default: 10th address of --service-cidr)")
+	fs.StringVar(&c.ServedLinks, "served-links", "all", "comma-separated KubeLink names this broker serves, or all")
+	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
+	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
+	fs.IntVar(&c.ServerPortHTTP, "server-port-http", 8180, "port of /metrics, /healthz and /readyz (0 = off)")
+	fs.StringVar(&c.LeaseName, "lease-name", "", "Lease for leader election among broker replicas (empty = no election)")
+	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the Lease (default: the pod's namespace)")
+	fs.DurationVar(&c.LeaseDuration, "lease-duration", 15*time.Second, "lease duration; a standby takes over at most this long after the leader died")
+	fs.DurationVar(&c.Keepalive, "keepalive", 20*time.Second, "keepalive interval; a link is Down when nothing arrives for 3 intervals")
+	fs.BoolVar(&c.Verbose, "v", false, "verbose logging")
+}
+
+// Validate checks the flags and fills defaults.
+func (c *Config) Validate() error {
+	switch c.Mode {
+	case ModeWireGuard, ModeBridge, ModeNone:
+	default:
+		return fmt.Errorf("--mode %q: must be wireguard, bridge or none", c.Mode)
+	}
+	if c.Identity == "" {
+		c.Identity = os.Getenv("POD_NAME")
+	}
+	if c.Identity == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no $POD_NAME and no host name: %w", err)
+		}
+		c.Identity = h
+	}
+	if c.Keepalive < time.Second {
+		return fmt.Errorf("--keepalive must be at least 1s")
+	}
+	if c.AdvertisedPort == 0 {
+		c.AdvertisedPort = c.BrokerPort
+	}
+	if c.PodCIDR != "" {
+		if _, err := mesh.ParseCIDR(c.PodCIDR); err != nil {
+			return fmt.Errorf("--pod-cidr: %w", err)
+		}
+	}
+	if c.NodeIP != "" {
+		if _, err := netip.ParseAddr(c.NodeIP); err != nil {
+			return fmt.Errorf("--node-ip %q is not an IP address", c.NodeIP)
+		}
+	}
+	_, err := c.MeshOptions()
+	return err
+}
+
+// MeshOptions is the default mesh as the flags describe it.
+func (c *Config) MeshOptions() (mesh.Options, error) {
+	o := mesh.Options{ClusterName: c.ClusterName, Domain: c.MeshDomain, ClusterDomain: c.ClusterDomain}
+	var err error
+	if c.LinkAddress != "" {
+		if o.LinkAddress, err = mesh.ParseAddressPrefix(c.LinkAddress); err != nil {
+			return o, fmt.Errorf("--link-address: %w", err)
+		}
+	}
+	if c.MeshDNSServiceIP != "" {
+		if o.GlobalDNS, err = netip.ParseAddr(c.MeshDNSServiceIP); err != nil {
+			return o, fmt.Errorf("--meshdns-service-ip %q is not an IP address", c.MeshDNSServiceIP)
+		}
+	}
+	if c.ServiceCIDR != "" {
+		if o.ServiceCIDR, err = mesh.ParseCIDR(c.ServiceCIDR); err != nil {
+			return o, fmt.Errorf("--service-cidr: %w", err)
+		}
+	}
+	if c.DNSServiceIP != "" {
+		if o.LocalDNS, err = netip.ParseAddr(c.DNSServiceIP); err != nil {
+			return o, fmt.Errorf("--dns-service-ip %q is not an IP address", c.DNSServiceIP)
+		}
+	} else if o.ServiceCIDR.IsValid() {
+		o.LocalDNS = mesh.NthAddress(o.ServiceCIDR, 10)
+	}
+	return o, nil
+}
+
+// Serves reports whether this broker serves the link.
+func (c *Config) Serves(link string) bool {
+	if c.ServedLinks == "" || c.ServedLinks == "all" {
+		return true
+	}
+	for _, s := range strings.Split(c.ServedLinks, ",") {
+		if strings.TrimSpace(s) == link {
+			return true
+		}
+	}
+	return false
+}

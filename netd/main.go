@@ -1,0 +1,83 @@
+// Command netd is kubelink's network daemon: `netd broker` is the cluster's
+// mesh gateway; `netd keygen` prints a WireGuard key pair; `netd version`
+// prints the version.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kubelink/kubelink/netd/broker"
+	"github.com/kubelink/kubelink/netd/wgkey"
+)
+
+// version is set at build time (-ldflags -X main.version=...).
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, `usage: netd <command> [flags]
+
+commands:
+  broker   run the cluster's mesh gateway (tunnels, routes, SNAT, link status)
+  keygen   print a new WireGuard key pair
+  version  print the version
+
+netd broker -h lists the broker's flags.`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "version":
+		fmt.Fprintln(stdout, version)
+		return 0
+	case "keygen":
+		k, err := wgkey.Generate()
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: %s\npublicKey: %s\n", broker.SecretKeyWireGuard, k, k.Public())
+		return 0
+	case "broker":
+		fs := flag.NewFlagSet("netd broker", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cfg := &broker.Config{}
+		cfg.Flags(fs)
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		level := slog.LevelInfo
+		if cfg.Verbose {
+			level = slog.LevelDebug
+		}
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+		log.Info("netd broker starting", "version", version, "mode", cfg.Mode)
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := broker.Run(ctx, cfg, log); err != nil {
+			log.Error("netd broker failed", "err", err)
+			return 1
+		}
+		return 0
+	case "-h", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "netd: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}

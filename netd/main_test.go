@@ -1,0 +1,37 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/kubelink/kubelink/netd/wgkey"
+)
+
+func TestKeygenVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if rc := run([]string{"keygen"}, &out, &errb); rc != 0 {
+		t.Fatalf("keygen rc=%d: %s", rc, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "WireguardPrivateKey: ") || !strings.HasPrefix(lines[1], "publicKey: ") {
+		t.Fatalf("keygen output:\n%s", out.String())
+	}
+	priv, err := wgkey.Parse(strings.TrimPrefix(lines[0], "WireguardPrivateKey: "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if priv.Public().String() != strings.TrimPrefix(lines[1], "publicKey: ") {
+		t.Fatalf("public key does not belong to the private key")
+	}
+	out.Reset()
+	if rc := run([]string{"version"}, &out, &errb); rc != 0 || strings.TrimSpace(out.String()) == "" {
+		t.Fatalf("version rc=%d out=%q", rc, out.String())
+	}
+	if rc := run([]string{"router"}, &out, &errb); rc != 2 {
+		t.Fatalf("unknown command rc=%d", rc)
+	}
+	if rc := run([]string{"broker", "--mode", "bogus", "--kubeconfig", "/nonexistent"}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "--mode") {
+		t.Fatalf("bad mode rc=%d: %s", rc, errb.String())
+	}
+}
