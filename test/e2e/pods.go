@@ -334,11 +334,21 @@ func (p *Pod) shellCommand() []string {
 		}
 		return paths[i] < paths[j]
 	})
+	// The binary may sit below a mount target too (a checkout under /tmp):
+	// then it is opened before the mounts and run through its descriptor.
+	bin := shellQuote(p.Argv[0])
+	for _, dst := range paths {
+		if strings.HasPrefix(p.Argv[0], strings.TrimSuffix(dst, "/")+"/") {
+			fmt.Fprintf(&b, "exec 3<%s; ", bin)
+			bin = "/proc/self/fd/3"
+			break
+		}
+	}
 	for _, dst := range paths {
 		fmt.Fprintf(&b, "mount --bind %s %s; ", shellQuote(mounts[dst]), shellQuote(dst))
 	}
-	b.WriteString("exec")
-	for _, a := range p.Argv {
+	b.WriteString("exec " + bin)
+	for _, a := range p.Argv[1:] {
 		b.WriteString(" " + shellQuote(a))
 	}
 	return []string{"sh", "-c", b.String()}

@@ -103,3 +103,14 @@ func TestPodsOf(t *testing.T) {
 		t.Fatalf("shell command %q", cmd)
 	}
 }
+
+// A binary below a mount target (a checkout under /tmp, an emptyDir on
+// /tmp) is opened before the mounts and run through its descriptor.
+func TestShellCommandShadowedBinary(t *testing.T) {
+	p := &Pod{Argv: []string{"/tmp/ci/bin/netd", "broker"}, Mounts: map[string]string{"/tmp": "/tmp/work/vol-tmp", "/etc/x": "/tmp/work/vol-x"}}
+	cmd := p.shellCommand()[2]
+	want := "set -e; exec 3<'/tmp/ci/bin/netd'; mount --bind '/tmp/work/vol-x' '/etc/x'; mount --bind '/tmp/work/vol-tmp' '/tmp'; exec /proc/self/fd/3 'broker'"
+	if cmd != want {
+		t.Fatalf("shell command\n%s\nwant\n%s", cmd, want)
+	}
+}
