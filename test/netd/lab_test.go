@@ -11,20 +11,19 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	knetns "github.com/kubelink/kubelink/test/netns"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -185,26 +184,7 @@ func (l *lab) cleanup() {
 func (l *lab) proxy(ns, addr string) {
 	ln := listenIn(l.t, ns, addr)
 	l.proxies = append(l.proxies, ln)
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.DialTimeout("tcp", addr, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+	go knetns.Relay(ln, addr, nil)
 }
 
 // serveHTTP serves, inside netns ns on addr, a page naming the caller.
@@ -223,30 +203,9 @@ func (l *lab) serveHTTP(ns, addr string) {
 // stays there whatever thread serves it.
 func listenIn(t *testing.T, ns, addr string) net.Listener {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	ln, err := knetns.Listen(ns, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	ln, lerr := net.Listen("tcp", addr)
-	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace: keep it locked so the
-		// runtime discards it.
-		runtime.LockOSThread()
-		t.Fatal(err)
-	}
-	if lerr != nil {
-		t.Fatal(lerr)
 	}
 	return ln
 }

@@ -300,3 +300,32 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Relay copies every connection accepted on ln to a connection to target
+// opened with dial (nil: a plain dialer in the caller's namespace). It
+// returns when ln is closed; run it in a goroutine.
+func Relay(ln net.Listener, target string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
+	}
+	for {
+		in, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer in.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			out, err := dial(ctx, "tcp", target)
+			cancel()
+			if err != nil {
+				return
+			}
+			defer out.Close()
+			done := make(chan struct{}, 2)
+			go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
+			go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
+			<-done
+		}()
+	}
+}

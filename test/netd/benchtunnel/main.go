@@ -20,7 +20,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -28,14 +27,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -47,6 +44,7 @@ import (
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/kube"
 	"github.com/kubelink/kubelink/netd/wgkey"
+	knetns "github.com/kubelink/kubelink/test/netns"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -205,58 +203,13 @@ func (l *lab) cleanup() {
 
 // proxy forwards connections to addr inside ns to addr on the host.
 func (l *lab) proxy(ns, addr string) error {
-	ln, err := listenIn(ns, addr)
+	ln, err := knetns.Listen(ns, "tcp", addr)
 	if err != nil {
 		return err
 	}
 	l.proxies = append(l.proxies, ln)
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.DialTimeout("tcp", addr, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				done := make(chan struct{}, 2)
-				go func() { _, _ = io.Copy(out, in); done <- struct{}{} }()
-				go func() { _, _ = io.Copy(in, out); done <- struct{}{} }()
-				<-done
-			}()
-		}
-	}()
+	go knetns.Relay(ln, addr, nil)
 	return nil
-}
-
-// listenIn opens a TCP listener inside a network namespace.
-func listenIn(ns, addr string) (net.Listener, error) {
-	goruntime.LockOSThread()
-	defer goruntime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		return nil, err
-	}
-	ln, lerr := net.Listen("tcp", addr)
-	if err := netns.Set(orig); err != nil {
-		// This thread is in the wrong namespace: never reuse it.
-		goruntime.LockOSThread()
-		return nil, err
-	}
-	return ln, lerr
 }
 
 // busy returns the machine's busy CPU time (seconds) from /proc/stat.
