@@ -174,7 +174,7 @@ E2E_PKG := ./test/e2e
 
 .PHONY: test
 test: ## everything CI runs: unit, integration (real apiserver, CoreDNS), root tests, then the e2e
-test: testenv build
+test: testenv build images
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/test/e2e$$')
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v $(E2E_PKG) 2>&1 | grep -vE '^\s+(I|E|W)[0-9]{4} |^\s+\[INFO\]'
 
