@@ -93,23 +93,7 @@ func runCoreDNS(t *testing.T, ctx context.Context, corefile, kubeconfig string) 
 		"    kubelink {\n", "    bind 127.0.0.1\n    kubelink {\n        kubeconfig "+kubeconfig+"\n",
 	)
 	conf := repl.Replace(corefile)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	cmd := exec.Command(coredns, "-conf", filepath.Join(dir, "Corefile"))
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("coredns output:\n%s\nCorefile:\n%s", logs.String(), conf)
-		}
-	})
+	startCoreDNS(t, coredns, "coredns", conf)
 	ready := fmt.Sprintf("http://127.0.0.1:%d/ready", ports[2])
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -241,12 +225,20 @@ func runStub(t *testing.T, block, serviceIP, kubelinkAddr string) string {
 	}
 	conf := strings.ReplaceAll(block, ":53", fmt.Sprintf(":%d", port))
 	conf = strings.Replace(conf, "forward . "+serviceIP, "bind 127.0.0.1\n    forward . "+kubelinkAddr, 1)
+	startCoreDNS(t, binary(t, "coredns"), "stub coredns", conf)
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// startCoreDNS runs a CoreDNS binary with Corefile conf until the test ends;
+// on failure its output is logged under label.
+func startCoreDNS(t *testing.T, bin, label, conf string) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "Corefile"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	cmd := exec.Command(binary(t, "coredns"), "-conf", filepath.Join(dir, "Corefile"))
+	cmd := exec.Command(bin, "-conf", filepath.Join(dir, "Corefile"))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -255,8 +247,7 @@ func runStub(t *testing.T, block, serviceIP, kubelinkAddr string) string {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("stub coredns output:\n%s\nCorefile:\n%s", logs.String(), conf)
+			t.Logf("%s output:\n%s\nCorefile:\n%s", label, logs.String(), conf)
 		}
 	})
-	return fmt.Sprintf("127.0.0.1:%d", port)
 }
