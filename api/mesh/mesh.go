@@ -218,10 +218,33 @@ func (m *Mesh) admit(l *Link) Verdict {
 		if o.Address == l.Address {
 			return invalid("link address %s is already used by link %q", l.Address, o.Name)
 		}
+		for _, q := range o.Egress {
+			if q.Contains(l.Address) {
+				return invalid("link address %s is inside spec.egress %s of link %q", l.Address, q, o.Name)
+			}
+		}
 	}
 	for _, p := range l.Routes() {
 		if p.Overlaps(m.Network) {
-			return invalid("CIDR %s overlaps the mesh network %s", p, m.Network)
+			// Only egress may reach into the mesh network: addresses of
+			// the cluster's MeshServices, which are not link addresses.
+			if p == l.CIDR || p.Bits() <= m.Network.Bits() {
+				return invalid("CIDR %s overlaps the mesh network %s", p, m.Network)
+			}
+			if p.Contains(m.Network.Addr()) {
+				return invalid("spec.egress %s contains the mesh network address", p)
+			}
+			if m.Local != nil && p.Contains(m.Local.Address) {
+				return invalid("spec.egress %s contains the local link address %s", p, m.Local.Address)
+			}
+			if p.Contains(l.Address) {
+				return invalid("spec.egress %s contains the link's own address %s", p, l.Address)
+			}
+			for _, o := range m.Links {
+				if p.Contains(o.Address) {
+					return invalid("spec.egress %s contains the link address of %q", p, o.Name)
+				}
+			}
 		}
 		if m.Local != nil && m.Local.CIDR.IsValid() && p.Overlaps(m.Local.CIDR) {
 			return invalid("CIDR %s overlaps the local service CIDR %s", p, m.Local.CIDR)

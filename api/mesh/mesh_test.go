@@ -199,6 +199,28 @@ func TestBuildVerdicts(t *testing.T) {
 			want: map[string][2]string{"a": {"", ""}, "b": {"Invalid", "overlaps 10.1.0.0/16"}},
 		},
 		{
+			name: "egress inside the mesh network: MeshService addresses of that cluster",
+			opts: defaultOpts(),
+			links: []*v1alpha1.KubeLink{
+				link("a", "100.64.16.0/20", "192.168.0.12/24", "a", 0, func(s *v1alpha1.KubeLinkSpec) { s.Egress = []string{"192.168.0.50/32", "192.168.0.52/31"} }),
+				link("b", "100.64.32.0/20", "192.168.0.51/24", "b", 1),
+				link("c", "100.64.48.0/20", "192.168.0.13/24", "c", 2, func(s *v1alpha1.KubeLinkSpec) { s.Egress = []string{"192.168.0.12/30"} }),
+				link("d", "100.64.64.0/20", "192.168.0.14/24", "d", 3, func(s *v1alpha1.KubeLinkSpec) { s.Egress = []string{"192.168.0.8/29"} }),
+				link("e", "100.64.80.0/20", "192.168.0.53/24", "e", 4),
+				link("f", "100.64.96.0/20", "192.168.0.15/24", "f", 5, func(s *v1alpha1.KubeLinkSpec) { s.Egress = []string{"192.168.0.0/25"} }),
+				link("g", "192.168.0.128/25", "192.168.0.16/24", "g", 6),
+			},
+			want: map[string][2]string{
+				"a": {"", ""},
+				"b": {"", ""},
+				"c": {"Invalid", "contains the link's own address"},
+				"d": {"Invalid", "contains the local link address 192.168.0.11"},
+				"e": {"Invalid", `inside spec.egress 192.168.0.52/31 of link "a"`},
+				"f": {"Invalid", "contains the mesh network address"},
+				"g": {"Invalid", "overlaps the mesh network"},
+			},
+		},
+		{
 			name: "duplicate link address",
 			opts: defaultOpts(),
 			links: []*v1alpha1.KubeLink{

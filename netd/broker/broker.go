@@ -8,7 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sort"
+	"reflect"
 	"strconv"
 	"sync"
 	"time"
@@ -24,9 +24,6 @@ import (
 	"github.com/kubelink/kubelink/netd/leader"
 	"github.com/kubelink/kubelink/netd/linkstate"
 	"github.com/kubelink/kubelink/netd/metrics"
-	"github.com/kubelink/kubelink/netd/nat"
-	"github.com/kubelink/kubelink/netd/nftable"
-	"github.com/kubelink/kubelink/netd/routes"
 	"github.com/kubelink/kubelink/netd/tunnel"
 	"github.com/kubelink/kubelink/netd/tunnel/wireguard"
 	"github.com/kubelink/kubelink/netd/wgkey"
@@ -86,16 +83,18 @@ type broker struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	watcher  *kube.LinkWatcher
+	services *kube.ServiceWatcher
 	tun      tunnel.Tunnel
-	routes   *routes.Manager
-	table    *nftable.Table
+	dp       *Dataplane
 	tracker  *linkstate.Tracker
 	recorder record.EventRecorder
 	pubKey   string
-	resolver *resolver
 	// linkErrs are per-link configuration errors of the last reconcile.
 	linkErrs map[string]string
-	bridge   bridgeHooks
+	// written are MeshService statuses written but maybe not yet seen
+	// by the informer.
+	written map[string]v1alpha1.MeshServiceStatus
+	bridge  bridgeHooks
 }
 
 // bridgeHooks is what bridge mode adds to reconciles (hello info).
@@ -116,10 +115,8 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metri
 	defer cancel()
 	b := &broker{
 		cfg: cfg, clients: clients, metrics: m, log: log,
-		routes:   &routes.Manager{Device: cfg.IfceName, Table: cfg.RouteTable, RulePriority: cfg.RulePriority},
-		table:    &nftable.Table{},
-		tracker:  &linkstate.Tracker{Window: 3 * cfg.Keepalive, Bridge: cfg.Mode == ModeBridge},
-		resolver: &resolver{ttl: 30 * time.Second, cache: map[string]resolved{}},
+		tracker: &linkstate.Tracker{Window: 3 * cfg.Keepalive, Bridge: cfg.Mode == ModeBridge},
+		written: map[string]v1alpha1.MeshServiceStatus{},
 	}
 	rec, stop := kube.Recorder(ctx, clients.Core, "kubelink-netd")
 	defer stop()
@@ -139,16 +136,21 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metri
 		return err
 	}
 	b.watcher = w
+	if b.services, err = kube.WatchServices(ctx, clients.Dynamic, clients.Core, kick); err != nil {
+		return err
+	}
 	if err := b.openTunnel(ctx, kick); err != nil {
 		return err
 	}
+	b.dp = NewDataplane(cfg, b.tun)
+	b.dp.hello = b.bridge
 	if b.tun != nil {
 		defer func() {
 			// Leave nothing behind: the device (and with it its routes and
 			// addresses) and the nftables table go away.
 			_ = b.tun.Close()
-			if _, err := b.table.Apply(nil); err != nil {
-				log.Warn("removing nftables table", "err", err)
+			if err := b.dp.Close(); err != nil {
+				log.Warn("cleaning up", "err", err)
 			}
 		}()
 	}
@@ -222,116 +224,50 @@ func (b *broker) privateKey(ctx context.Context) (wgkey.Key, error) {
 }
 
 // reconcile brings device, routes, nftables and status to the level the
-// KubeLinks describe.
+// KubeLinks and MeshServices describe.
 func (b *broker) reconcile(ctx context.Context) error {
-	opts, _ := b.cfg.MeshOptions()
-	set := mesh.Build(b.watcher.List(), opts)
-	b.linkErrs = map[string]string{}
-	var (
-		peers    []tunnel.Peer
-		addrs    []netip.Addr
-		rts      []routes.Route
-		mappings []nat.Mapping
-		locals   = map[string]localInfo{}
-		byName   = map[string]int{}
-	)
-	// Mesh order must be stable: the nftables fingerprint depends on it.
-	names := make([]string, 0, len(set.Meshes))
-	for n := range set.Meshes {
-		names = append(names, n)
+	out, err := b.dp.Reconcile(ctx, b.watcher.List(), b.services.List(), b.services.Service)
+	b.linkErrs = out.LinkErrs
+	b.metrics.TableWrites.Set(float64(b.dp.table.Writes()))
+	if w, ok := b.tun.(interface{ Writes() int }); ok {
+		b.metrics.TunnelWrites.Set(float64(w.Writes()))
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		m := set.Meshes[n]
-		if m.Local == nil || !m.Local.Address.IsValid() {
-			continue
-		}
-		addrs = append(addrs, m.Local.Address)
-		rts = append(rts, routes.Route{Dst: m.Network, Src: m.Local.Address})
-		mappings = append(mappings, nat.Mapping{Dst: m.Network, Address: m.Local.Address})
-		locals[m.Name] = localInfo{Cluster: m.Local.Cluster, Address: netip.PrefixFrom(m.Local.Address, m.Network.Bits()), CIDR: m.Local.CIDR, DNSIP: m.Local.DNSIP, Domain: m.Local.ClusterDomain}
-	}
-	usable := set.Usable()
-	for _, l := range usable {
-		if !b.cfg.Serves(l.Name) || l.GatewayLink != "" {
-			continue
-		}
-		p, err := b.peer(ctx, l)
-		if err != nil {
-			b.linkErrs[l.Name] = err.Error()
-			continue
-		}
-		byName[l.Name] = len(peers)
-		peers = append(peers, p)
-	}
-	// Links relayed through another link add their destinations to the
-	// gateway link's peer.
-	for _, l := range usable {
-		if !b.cfg.Serves(l.Name) || l.GatewayLink == "" {
-			continue
-		}
-		if i, ok := byName[l.GatewayLink]; ok {
-			peers[i].AllowedIPs = append(peers[i].AllowedIPs, append(l.Routes(), netip.PrefixFrom(l.Address, 32))...)
-		}
-	}
-	for _, l := range usable {
-		if !b.cfg.Serves(l.Name) || b.linkErrs[l.Name] != "" {
-			continue
-		}
-		local := set.Meshes[l.Mesh].Local.Address
-		for _, r := range l.Routes() {
-			rts = append(rts, routes.Route{Dst: r, Src: local})
-			mappings = append(mappings, nat.Mapping{Dst: r, Address: local})
-		}
-	}
-	if b.tun != nil {
-		if b.bridge != nil {
-			b.bridge.SetLocal(locals)
-		}
-		if err := b.tun.Configure(ctx, peers); err != nil {
-			// A device failure is every served link's error.
-			for _, p := range peers {
-				b.linkErrs[p.Link] = "tunnel device: " + err.Error()
-			}
-			return errors.Join(err, b.updateStatus(ctx, set))
-		}
-		if _, err := b.routes.Sync(addrs, rts); err != nil {
-			return err
-		}
-		var chains []nftable.Chain
-		if b.cfg.PodCIDR != "" {
-			chains = append(chains, nat.SNAT(b.cfg.IfceName, mappings))
-		}
-		if _, err := b.table.Apply(chains); err != nil {
-			return err
-		}
-		b.metrics.TableWrites.Set(float64(b.table.Writes()))
-		if w, ok := b.tun.(interface{ Writes() int }); ok {
-			b.metrics.TunnelWrites.Set(float64(w.Writes()))
-		}
-	}
-	return b.updateStatus(ctx, set)
+	return errors.Join(err, b.updateStatus(ctx, out.Set), b.updateServiceStatus(ctx, out.Plans))
 }
 
-func (b *broker) peer(ctx context.Context, l *mesh.Link) (tunnel.Peer, error) {
-	p := tunnel.Peer{Link: l.Name, PublicKey: l.PublicKey, PresharedKey: l.PresharedKey,
-		AllowedIPs: append([]netip.Prefix{netip.PrefixFrom(l.Address, 32)}, l.Routes()...)}
-	if b.cfg.Mode == ModeWireGuard && l.PublicKey == "" {
-		return p, fmt.Errorf("spec.publicKey is missing (the peer's LocalLink status.publicKey)")
-	}
-	if l.Endpoint != "" {
-		host, port, err := net.SplitHostPort(l.Endpoint)
-		if err != nil {
-			return p, fmt.Errorf("spec.endpoint: %w", err)
+// updateServiceStatus writes every MeshService status that changed and
+// records an event when it does.
+func (b *broker) updateServiceStatus(ctx context.Context, plans []*mesh.ServicePlan) error {
+	var errs []error
+	for _, p := range plans {
+		cur := b.services.Get(p.Namespace, p.Name)
+		if cur == nil {
+			continue
 		}
-		p.Host = host
-		addr, err := b.resolver.resolve(ctx, host)
-		if err != nil {
-			return p, err
+		want := p.Status()
+		key := p.Namespace + "/" + p.Name
+		if reflect.DeepEqual(cur.Status, want) {
+			delete(b.written, key)
+			continue
 		}
-		p.Endpoint = net.JoinHostPort(addr.String(), port)
+		if w, ok := b.written[key]; ok && reflect.DeepEqual(w, want) {
+			// Written already; the cache has not caught up yet.
+			continue
+		}
+		if err := kube.PatchServiceStatus(ctx, b.clients.Dynamic, p.Namespace, p.Name, want); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		b.written[key] = want
+		typ := corev1.EventTypeNormal
+		if want.State != v1alpha1.StateOK {
+			typ = corev1.EventTypeWarning
+		}
+		cur.APIVersion, cur.Kind = v1alpha1.SchemeGroupVersion.String(), "MeshService"
+		b.recorder.Eventf(cur, typ, want.State, "MeshService %s: %s", want.State, want.Message)
+		b.log.Info("meshservice state", "meshservice", p.Namespace+"/"+p.Name, "state", want.State, "message", want.Message)
 	}
-	return p, nil
+	return errors.Join(errs...)
 }
 
 // updateStatus writes every link's status that changed and records events

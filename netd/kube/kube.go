@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	clientscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -246,4 +247,111 @@ func Recorder(ctx context.Context, core kubernetes.Interface, component string) 
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: core.CoreV1().Events("")})
 	return b.NewRecorder(s, corev1.EventSource{Component: component}), b.Shutdown
+}
+
+// MeshServices is the resource of MeshService objects.
+var MeshServices = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)
+
+// ServiceWatcher keeps MeshServices and the Services they may point at in
+// informer caches and calls back on every change.
+type ServiceWatcher struct {
+	meshServices cache.SharedIndexInformer
+	services     cache.SharedIndexInformer
+}
+
+// WatchServices starts both informers (all namespaces) and waits for them
+// to sync.
+func WatchServices(ctx context.Context, dyn dynamic.Interface, core kubernetes.Interface, onChange func()) (*ServiceWatcher, error) {
+	h := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { onChange() },
+		UpdateFunc: func(any, any) { onChange() },
+		DeleteFunc: func(any) { onChange() },
+	}
+	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
+	ms := df.ForResource(MeshServices).Informer()
+	if _, err := ms.AddEventHandler(h); err != nil {
+		return nil, fmt.Errorf("watching MeshServices: %w", err)
+	}
+	sf := informers.NewSharedInformerFactory(core, 10*time.Minute)
+	svc := sf.Core().V1().Services().Informer()
+	if _, err := svc.AddEventHandler(h); err != nil {
+		return nil, fmt.Errorf("watching Services: %w", err)
+	}
+	go ms.Run(ctx.Done())
+	go svc.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), ms.HasSynced, svc.HasSynced) {
+		return nil, fmt.Errorf("MeshService/Service caches did not sync: %w", ctx.Err())
+	}
+	return &ServiceWatcher{meshServices: ms, services: svc}, nil
+}
+
+// List returns the cached MeshServices (deep copies) sorted by
+// namespace/name.
+func (w *ServiceWatcher) List() []*v1alpha1.MeshService {
+	var out []*v1alpha1.MeshService
+	for _, o := range w.meshServices.GetStore().List() {
+		if ms := toMeshService(o); ms != nil {
+			out = append(out, ms)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name
+	})
+	return out
+}
+
+// Get returns a cached MeshService or nil.
+func (w *ServiceWatcher) Get(namespace, name string) *v1alpha1.MeshService {
+	o, ok, err := w.meshServices.GetStore().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	return toMeshService(o)
+}
+
+// Service returns a cached Service or nil (mesh.ServiceLookup).
+func (w *ServiceWatcher) Service(namespace, name string) *corev1.Service {
+	o, ok, err := w.services.GetStore().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	s, _ := o.(*corev1.Service)
+	return s
+}
+
+func toMeshService(o any) *v1alpha1.MeshService {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return nil
+	}
+	ms := &v1alpha1.MeshService{}
+	if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ms) != nil {
+		return nil
+	}
+	return ms
+}
+
+// PatchServiceStatus writes a MeshService's status (merge patch on the
+// status subresource; targets are replaced as a whole).
+func PatchServiceStatus(ctx context.Context, dyn dynamic.Interface, namespace, name string, st v1alpha1.MeshServiceStatus) error {
+	// A merge patch keeps fields it omits: empty ones are sent as null.
+	var targets any
+	if len(st.Targets) > 0 {
+		targets = st.Targets
+	}
+	var message any
+	if st.Message != "" {
+		message = st.Message
+	}
+	b, err := json.Marshal(map[string]any{"status": map[string]any{
+		"state": st.State, "message": message, "targets": targets, "observedGeneration": st.ObservedGeneration,
+	}})
+	if err != nil {
+		return fmt.Errorf("encoding status of %s/%s: %w", namespace, name, err)
+	}
+	_, err = dyn.Resource(MeshServices).Namespace(namespace).Patch(ctx, name, types.MergePatchType, b, metav1.PatchOptions{FieldManager: "kubelink-netd"}, "status")
+	if err != nil {
+		return fmt.Errorf("writing status of MeshService %s/%s: %w", namespace, name, err)
+	}
+	return nil
 }

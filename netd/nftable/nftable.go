@@ -17,10 +17,11 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 )
 
-// TableName is the name of netd's table.
+// TableName is the default name of netd's table.
 const TableName = "kubelink"
 
 // Chain is one chain of the table; base chains have a Hook.
@@ -30,6 +31,22 @@ type Chain struct {
 	Hook     *nftables.ChainHook
 	Priority *nftables.ChainPriority
 	Rules    []Rule
+	// Sets are constant sets and maps the chain's rules look up by name
+	// (expr.Lookup.SetName); names are table-wide, so prefix them with the
+	// concern. They are created before the chain's rules.
+	Sets []Set
+}
+
+// Set is a constant named set (or map, with IsMap and DataType) of the table.
+type Set struct {
+	Name     string
+	IsMap    bool
+	KeyType  nftables.SetDatatype
+	DataType nftables.SetDatatype
+	// KeyByteOrder tells nft how to show integer keys (host order for
+	// numgen keys).
+	KeyByteOrder binaryutil.ByteOrder
+	Elements     []nftables.SetElement
 }
 
 // Rule is a list of expressions with a comment saying what it is for.
@@ -40,6 +57,9 @@ type Rule struct {
 
 // Table applies desired chains to the kernel.
 type Table struct {
+	// Name is the table's name (default TableName). Broker instances side
+	// by side in one namespace name it after their device.
+	Name string
 	// Conn dials the netlink connection (default nftables.New()).
 	Conn func() (*nftables.Conn, error)
 
@@ -75,17 +95,31 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("opening nftables connection: %w", err)
 	}
-	tbl := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+	tbl := &nftables.Table{Name: t.name(), Family: nftables.TableFamilyIPv4}
 	// Adding first makes the delete valid when the table does not exist
 	// yet; all of it is one transaction.
 	c.AddTable(tbl)
 	c.DelTable(tbl)
 	if len(chains) > 0 {
 		c.AddTable(tbl)
+		ids := map[string]uint32{}
+		for _, ch := range chains {
+			for _, st := range ch.Sets {
+				// The library writes big-endian key order for constant
+				// sets; host-order keys are left non-constant so nft
+				// shows them right (the table is replaced as a whole
+				// anyway).
+				ns := &nftables.Set{Table: tbl, Name: st.Name, Constant: st.KeyByteOrder != binaryutil.NativeEndian, IsMap: st.IsMap, KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
+				if err := c.AddSet(ns, st.Elements); err != nil {
+					return false, fmt.Errorf("nftables set %s: %w", st.Name, err)
+				}
+				ids[st.Name] = ns.ID
+			}
+		}
 		for _, ch := range chains {
 			nc := c.AddChain(&nftables.Chain{Name: ch.Name, Table: tbl, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority})
 			for _, r := range ch.Rules {
-				nr := &nftables.Rule{Table: tbl, Chain: nc, Exprs: r.Exprs}
+				nr := &nftables.Rule{Table: tbl, Chain: nc, Exprs: withSetIDs(r.Exprs, ids)}
 				if r.Comment != "" {
 					nr.UserData = userComment(r.Comment)
 				}
@@ -95,10 +129,32 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	}
 	t.writes++
 	if err := c.Flush(); err != nil {
-		return false, fmt.Errorf("replacing nftables table %s: %w", TableName, err)
+		return false, fmt.Errorf("replacing nftables table %s: %w", t.name(), err)
 	}
 	t.last = fp
 	return true, nil
+}
+
+func (t *Table) name() string {
+	if t.Name == "" {
+		return TableName
+	}
+	return t.Name
+}
+
+// withSetIDs fills the transaction-local IDs of the sets lookups name:
+// a set created in the same transaction is found by ID, not by name.
+func withSetIDs(exprs []expr.Any, ids map[string]uint32) []expr.Any {
+	out := make([]expr.Any, len(exprs))
+	for i, e := range exprs {
+		if l, ok := e.(*expr.Lookup); ok && l.SetName != "" {
+			c := *l
+			c.SetID = ids[l.SetName]
+			e = &c
+		}
+		out[i] = e
+	}
+	return out
 }
 
 // userComment encodes a rule comment the way the nft tool shows it.
@@ -123,10 +179,11 @@ func fingerprint(chains []Chain) (string, error) {
 		Name, Type     string
 		Hook, Priority any
 		Rules          []ruleDump
+		Sets           []Set
 	}
 	var d []chainDump
 	for _, ch := range chains {
-		cd := chainDump{Name: ch.Name, Type: string(ch.Type), Hook: ch.Hook, Priority: ch.Priority}
+		cd := chainDump{Name: ch.Name, Type: string(ch.Type), Hook: ch.Hook, Priority: ch.Priority, Sets: ch.Sets}
 		for _, r := range ch.Rules {
 			rd := ruleDump{Comment: r.Comment}
 			for _, e := range r.Exprs {

@@ -25,7 +25,9 @@ type Route struct {
 	Src netip.Addr
 }
 
-// Manager owns the addresses of one device and netd's routes in one table.
+// Manager owns the addresses of one device and netd's routes through that
+// device in one table; routes of protocol 97 through other devices belong
+// to other broker instances and are left alone.
 type Manager struct {
 	Device string
 	// Table is the routing table (0 = main).
@@ -50,11 +52,12 @@ func (m *Manager) Sync(addrs []netip.Addr, routes []Route) (Changes, error) {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return ch, fmt.Errorf("setting %s up: %w", m.Device, err)
 		}
+		ch.Added++
 	}
 	if err := m.syncAddrs(link, addrs, &ch); err != nil {
 		return ch, err
 	}
-	if err := m.syncRule(); err != nil {
+	if err := m.syncRule(&ch); err != nil {
 		return ch, err
 	}
 	return ch, m.syncRoutes(link, routes, &ch)
@@ -101,7 +104,7 @@ func (m *Manager) syncAddrs(link netlink.Link, addrs []netip.Addr, ch *Changes) 
 	return nil
 }
 
-func (m *Manager) syncRule() error {
+func (m *Manager) syncRule(ch *Changes) error {
 	if m.table() == unix.RT_TABLE_MAIN {
 		return nil
 	}
@@ -121,6 +124,7 @@ func (m *Manager) syncRule() error {
 	if err := netlink.RuleAdd(r); err != nil {
 		return fmt.Errorf("adding rule to table %d: %w", m.table(), err)
 	}
+	ch.Added++
 	return nil
 }
 
@@ -145,6 +149,11 @@ func (m *Manager) syncRoutes(link netlink.Link, routes []Route, ch *Changes) err
 		want[r.Dst.Masked()] = r
 	}
 	for _, r := range have {
+		if r.LinkIndex != link.Attrs().Index {
+			// Another device's route: a second broker instance (e.g.
+			// WireGuard and bridge side by side) owns it.
+			continue
+		}
 		dst := prefixOf(r.Dst)
 		src, _ := netip.AddrFromSlice(r.Src.To4())
 		if w, ok := want[dst]; ok && r.LinkIndex == link.Attrs().Index && src == w.Src {

@@ -156,9 +156,10 @@ func (l *lab) netns(name string) string {
 func (l *lab) veth(ns1, n1, a1, ns2, n2, a2 string) {
 	l.veths++
 	tmp := fmt.Sprintf("k%sv%d", l.id, l.veths)
-	run(l.t, "ip", "link", "add", tmp+"a", "type", "veth", "peer", "name", tmp+"b")
-	run(l.t, "ip", "link", "set", tmp+"a", "netns", ns1, "name", n1)
-	run(l.t, "ip", "link", "set", tmp+"b", "netns", ns2, "name", n2)
+	// Created inside ns1: no interface ever appears in the root namespace.
+	run(l.t, "ip", "-n", ns1, "link", "add", n1, "type", "veth", "peer", "name", tmp)
+	run(l.t, "ip", "-n", ns1, "link", "set", tmp, "netns", ns2)
+	run(l.t, "ip", "-n", ns2, "link", "set", tmp, "name", n2)
 	run(l.t, "ip", "-n", ns1, "addr", "add", a1, "dev", n1)
 	run(l.t, "ip", "-n", ns2, "addr", "add", a2, "dev", n2)
 	run(l.t, "ip", "-n", ns1, "link", "set", n1, "up")

@@ -220,6 +220,10 @@ func (l *Lab) Namespaces() []string {
 	return append([]string(nil), l.nss...)
 }
 
+// Do runs fn inside namespace ns (e.g. netlink or nftables calls that act
+// on the calling thread's namespace).
+func Do(ns string, fn func() error) error { return inNS(ns, fn) }
+
 // inNS runs fn on a thread switched into namespace ns. Sockets created by fn
 // stay in ns whatever thread uses them later.
 func inNS(ns string, fn func() error) error {
