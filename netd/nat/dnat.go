@@ -106,8 +106,8 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 		} else {
 			// Round robin: a counter picks the address and the port from
 			// two maps with the same keys.
-			addrMap := nftable.Set{Name: fmt.Sprintf("dnat-%d-addr", i), IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeIPAddr}
-			portMap := nftable.Set{Name: fmt.Sprintf("dnat-%d-port", i), IsMap: true, KeyType: nftables.TypeInteger, KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeInetService}
+			addrMap := nftable.Set{Name: fmt.Sprintf("dnat-%d-addr", i), Anonymous: true, IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
+			portMap := nftable.Set{Name: fmt.Sprintf("dnat-%d-port", i), Anonymous: true, IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeInetService}
 			for j, t := range f.Targets {
 				ta := t.Address.As4()
 				addrMap.Elements = append(addrMap.Elements, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(j)), Val: ta[:]})

@@ -36,6 +36,33 @@ func SNAT(device string, mappings []Mapping) nftable.Chain {
 		Hook:     nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
 	}
+	// One local link address (one mesh) needs no destination match: only
+	// mesh destinations are routed into the device. The rule then stays
+	// the same when links come and go, so link changes do not rewrite the
+	// table.
+	addrs := map[netip.Addr]bool{}
+	for _, m := range mappings {
+		if m.Address.Is4() && m.Dst.Addr().Is4() {
+			addrs[m.Address] = true
+		}
+	}
+	if len(addrs) == 1 {
+		for a := range addrs {
+			b := a.As4()
+			ch.Rules = append(ch.Rules, nftable.Rule{
+				Comment: "source " + a.String() + " for everything into the tunnel",
+				Exprs: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(device)},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+					&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: b[:]},
+					&expr.Immediate{Register: 1, Data: b[:]},
+					&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+				},
+			})
+		}
+		return ch
+	}
 	for _, m := range mappings {
 		if !m.Address.Is4() || !m.Dst.Addr().Is4() {
 			continue

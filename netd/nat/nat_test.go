@@ -36,9 +36,11 @@ func TestSNATTable(t *testing.T) {
 	}
 	defer h.Close()
 	tbl := &nftable.Table{Conn: func() (*nftables.Conn, error) { return nftables.New(nftables.WithNetNSFd(int(h))) }}
+	// Two meshes: each destination maps to its mesh's link address.
 	m := []Mapping{
 		{Dst: netip.MustParsePrefix("192.168.0.0/24"), Address: netip.MustParseAddr("192.168.0.11")},
 		{Dst: netip.MustParsePrefix("100.64.1.0/24"), Address: netip.MustParseAddr("192.168.0.11")},
+		{Dst: netip.MustParsePrefix("192.168.1.0/24"), Address: netip.MustParseAddr("192.168.1.11")},
 	}
 	list := func() string {
 		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "ip", nftable.TableName).CombinedOutput()
@@ -54,6 +56,7 @@ func TestSNATTable(t *testing.T) {
 	for _, want := range []string{
 		`oifname "kubelink" ip daddr 192.168.0.0/24 ip saddr != 192.168.0.11 snat to 192.168.0.11`,
 		`oifname "kubelink" ip daddr 100.64.1.0/24 ip saddr != 192.168.0.11 snat to 192.168.0.11`,
+		`oifname "kubelink" ip daddr 192.168.1.0/24 ip saddr != 192.168.1.11 snat to 192.168.1.11`,
 		"type nat hook postrouting priority srcnat",
 	} {
 		if !strings.Contains(out, want) {
@@ -63,11 +66,18 @@ func TestSNATTable(t *testing.T) {
 	if changed, err := tbl.Apply([]nftable.Chain{SNAT("kubelink", m)}); err != nil || changed || tbl.Writes() != 1 {
 		t.Fatalf("unchanged apply: changed=%v err=%v writes=%d", changed, err, tbl.Writes())
 	}
-	if _, err := tbl.Apply([]nftable.Chain{SNAT("kubelink", m[:1])}); err != nil {
+	// One mesh: a single rule, whatever the destinations, so links coming
+	// and going leave it alone.
+	one := SNAT("kubelink", m[:2])
+	if len(one.Rules) != 1 || len(SNAT("kubelink", m[:1]).Rules) != 1 {
+		t.Fatalf("one mesh: want one rule, got %d", len(one.Rules))
+	}
+	if _, err := tbl.Apply([]nftable.Chain{one}); err != nil {
 		t.Fatal(err)
 	}
-	if out := list(); strings.Contains(out, "100.64.1.0/24") || strings.Count(out, "snat to") != 1 {
-		t.Fatalf("stale rule survived the replacement:\n%s", out)
+	if out := list(); strings.Contains(out, "ip daddr") || strings.Count(out, "snat to") != 1 ||
+		!strings.Contains(out, `oifname "kubelink" ip saddr != 192.168.0.11 snat to 192.168.0.11`) {
+		t.Fatalf("one mesh: want the single rule, stale rules must be gone:\n%s", out)
 	}
 	if _, err := tbl.Apply(nil); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // TableName is the default name of netd's table.
@@ -39,12 +41,15 @@ type Chain struct {
 
 // Set is a constant named set (or map, with IsMap and DataType) of the table.
 type Set struct {
-	Name     string
-	IsMap    bool
-	KeyType  nftables.SetDatatype
-	DataType nftables.SetDatatype
-	// KeyByteOrder tells nft how to show integer keys (host order for
-	// numgen keys).
+	// Name identifies the set within the table; an Anonymous set is
+	// named by the kernel and shown inline by nft, Name only links it to
+	// the lookups in the same transaction.
+	Name      string
+	Anonymous bool
+	IsMap     bool
+	KeyType   nftables.SetDatatype
+	DataType  nftables.SetDatatype
+	// KeyByteOrder tells nft how to show integer keys.
 	KeyByteOrder binaryutil.ByteOrder
 	Elements     []nftables.SetElement
 }
@@ -89,7 +94,7 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	}
 	dial := t.Conn
 	if dial == nil {
-		dial = func() (*nftables.Conn, error) { return nftables.New() }
+		dial = func() (*nftables.Conn, error) { return nftables.New(nftables.WithSockOptions(largeBuffers)) }
 	}
 	c, err := dial()
 	if err != nil {
@@ -102,18 +107,15 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	c.DelTable(tbl)
 	if len(chains) > 0 {
 		c.AddTable(tbl)
-		ids := map[string]uint32{}
+		ids := map[string]setRef{}
 		for _, ch := range chains {
 			for _, st := range ch.Sets {
-				// The library writes big-endian key order for constant
-				// sets; host-order keys are left non-constant so nft
-				// shows them right (the table is replaced as a whole
-				// anyway).
-				ns := &nftables.Set{Table: tbl, Name: st.Name, Constant: st.KeyByteOrder != binaryutil.NativeEndian, IsMap: st.IsMap, KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
+				ns := &nftables.Set{Table: tbl, Name: st.Name, Anonymous: st.Anonymous, Constant: true, IsMap: st.IsMap,
+					KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
 				if err := c.AddSet(ns, st.Elements); err != nil {
 					return false, fmt.Errorf("nftables set %s: %w", st.Name, err)
 				}
-				ids[st.Name] = ns.ID
+				ids[st.Name] = setRef{ns.Name, ns.ID}
 			}
 		}
 		for _, ch := range chains {
@@ -142,15 +144,51 @@ func (t *Table) name() string {
 	return t.Name
 }
 
-// withSetIDs fills the transaction-local IDs of the sets lookups name:
-// a set created in the same transaction is found by ID, not by name.
-func withSetIDs(exprs []expr.Any, ids map[string]uint32) []expr.Any {
+// largeBuffers lets one transaction carry a whole table: the batch goes
+// out in a single sendmsg, which fails with EMSGSIZE beyond the socket's
+// send buffer (a few thousand rules at mesh scale). Forcing the size needs
+// CAP_NET_ADMIN, which netd has; without it the regular limit applies.
+func largeBuffers(c *netlink.Conn) error {
+	const size = 32 << 20
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		for _, opt := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[0], size) != nil {
+				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt[1], size); err != nil {
+					serr = err
+				}
+			}
+		}
+	}); err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("netlink socket buffers: %w", serr)
+	}
+	return nil
+}
+
+type setRef struct {
+	name string
+	id   uint32
+}
+
+// withSetIDs points lookups at the sets of this transaction: a new set is
+// found by its transaction ID (and an anonymous one by the name the library
+// gave it), not by our name.
+func withSetIDs(exprs []expr.Any, ids map[string]setRef) []expr.Any {
 	out := make([]expr.Any, len(exprs))
 	for i, e := range exprs {
 		if l, ok := e.(*expr.Lookup); ok && l.SetName != "" {
-			c := *l
-			c.SetID = ids[l.SetName]
-			e = &c
+			if ref, ok := ids[l.SetName]; ok {
+				c := *l
+				c.SetName, c.SetID = ref.name, ref.id
+				e = &c
+			}
 		}
 		out[i] = e
 	}
