@@ -279,7 +279,9 @@ func inside(nlinks, nservices, nchanges int) error {
 }
 
 func toolBaseline(ns string, routes []string, table string) (time.Duration, error) {
-	in := func(args ...string) *exec.Cmd { return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...) }
+	in := func(args ...string) *exec.Cmd {
+		return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	}
 	if out, err := in("ip", "link", "add", "kubelink", "type", "veth", "peer", "name", "kubelink-peer").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("%v: %s", err, out)
 	}
