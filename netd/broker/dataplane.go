@@ -10,6 +10,8 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/firewall"
+	"github.com/kubelink/kubelink/netd/mss"
 	"github.com/kubelink/kubelink/netd/nat"
 	"github.com/kubelink/kubelink/netd/nftable"
 	"github.com/kubelink/kubelink/netd/routes"
@@ -151,7 +153,10 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 	if err != nil {
 		return out, err
 	}
-	var chains []nftable.Chain
+	// Both modes: per-link ingress firewall and MSS clamping on the
+	// device; pod mode adds SNAT and the MeshService DNAT.
+	chains := firewall.Chains(d.cfg.IfceName, firewall.FromMesh(set, d.cfg.Serves))
+	chains = append(chains, mss.Clamp(d.cfg.IfceName))
 	if d.cfg.PodCIDR != "" {
 		chains = append(chains, nat.SNAT(d.cfg.IfceName, mappings))
 		chains = append(chains, nat.DNAT(d.cfg.IfceName, nat.Forwards(out.Plans))...)

@@ -148,8 +148,8 @@ func TestWireGuard(t *testing.T) {
 	if strings.Count(nft, "snat to 192.168.0.11") != 1 {
 		t.Errorf("SNAT rules in gateway A:\n%s", nft)
 	}
-	if out, err := exec(b.gw, "nft", "list", "table", "ip", "kubelink"); err == nil {
-		t.Errorf("node-mode gateway B has an nftables table:\n%s", out)
+	if out, err := exec(b.gw, "nft", "list", "table", "ip", "kubelink"); err != nil || strings.Contains(out, "snat") || !strings.Contains(out, "maxseg size set rt mtu") {
+		t.Errorf("node-mode gateway B: want MSS clamping and no NAT: %v\n%s", err, out)
 	}
 
 	// Health, readiness and metrics.
