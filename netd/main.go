@@ -1,6 +1,7 @@
 // Command netd is kubelink's network daemon: `netd broker` is the cluster's
-// mesh gateway; `netd keygen` prints a WireGuard key pair; `netd version`
-// prints the version.
+// mesh gateway; `netd router` routes every node's mesh traffic to it;
+// `netd keygen` prints a WireGuard key pair; `netd version` prints the
+// version.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/kubelink/kubelink/netd/broker"
+	"github.com/kubelink/kubelink/netd/router"
 	"github.com/kubelink/kubelink/netd/wgkey"
 )
 
@@ -29,10 +31,11 @@ func usage(w io.Writer) {
 
 commands:
   broker   run the cluster's mesh gateway (tunnels, routes, SNAT, link status)
+  router   route this node's mesh traffic to the active gateway (DaemonSet)
   keygen   print a new WireGuard key pair
   version  print the version
 
-netd broker -h lists the broker's flags.`)
+netd broker -h and netd router -h list their flags.`)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -70,6 +73,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		if err := broker.Run(ctx, cfg, log); err != nil {
 			log.Error("netd broker failed", "err", err)
+			return 1
+		}
+		return 0
+	case "router":
+		fs := flag.NewFlagSet("netd router", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cfg := &router.Config{}
+		cfg.Flags(fs)
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		level := slog.LevelInfo
+		if cfg.Verbose {
+			level = slog.LevelDebug
+		}
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+		log.Info("netd router starting", "version", version, "ipip", cfg.IPIP)
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := router.Run(ctx, cfg, log); err != nil {
+			log.Error("netd router failed", "err", err)
 			return 1
 		}
 		return 0

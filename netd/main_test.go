@@ -28,8 +28,12 @@ func TestKeygenVersion(t *testing.T) {
 	if rc := run([]string{"version"}, &out, &errb); rc != 0 || strings.TrimSpace(out.String()) == "" {
 		t.Fatalf("version rc=%d out=%q", rc, out.String())
 	}
-	if rc := run([]string{"router"}, &out, &errb); rc != 2 {
+	if rc := run([]string{"bogus"}, &out, &errb); rc != 2 {
 		t.Fatalf("unknown command rc=%d", rc)
+	}
+	errb.Reset()
+	if rc := run([]string{"router", "--ipip", "gre", "--lease-name", "l", "--kubeconfig", "/nonexistent"}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "--ipip") {
+		t.Fatalf("bad ipip mode rc=%d: %s", rc, errb.String())
 	}
 	if rc := run([]string{"broker", "--mode", "bogus", "--kubeconfig", "/nonexistent"}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "--mode") {
 		t.Fatalf("bad mode rc=%d: %s", rc, errb.String())

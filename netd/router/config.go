@@ -1,0 +1,149 @@
+// Package router is `netd router`, the DaemonSet role of netd: on every
+// node it routes the mesh CIDRs and every usable foreign link's service and
+// egress CIDRs to the cluster's active gateway (the holder of the broker's
+// Lease), level-based, with its own rtnetlink protocol number so it never
+// touches anybody else's routes.
+package router
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/kube"
+)
+
+// IPIP modes.
+const (
+	// IPIPNone routes via the gateway directly (it must be on the node's
+	// L2 network).
+	IPIPNone = "none"
+	// IPIPShared routes through the kernel's shared tunl0 device, which the
+	// router never deletes.
+	IPIPShared = "shared"
+	// IPIPConfigure routes through an ipip device the router owns.
+	IPIPConfigure = "configure"
+)
+
+// Device names used in the IPIP modes.
+const (
+	SharedDevice = "tunl0"
+	OwnedDevice  = "kubelink-ipip"
+)
+
+// Config is the router's configuration (its flags).
+type Config struct {
+	ClusterName    string
+	LinkAddress    string
+	MeshDomain     string
+	ServiceCIDR    string
+	NodeIP         string
+	IPIP           string
+	RouteTable     int
+	RulePriority   int
+	LeaseName      string
+	LeaseNamespace string
+	Datafile       string
+	ServerPortHTTP int
+	Kubeconfig     string
+	Resync         time.Duration
+	Verbose        bool
+}
+
+// Flags registers the router's flags (names shared with the broker where
+// they mean the same).
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ClusterName, "cluster-name", "", "local cluster name in the default mesh (without a LocalLink)")
+	fs.StringVar(&c.LinkAddress, "link-address", "", "local link address with mesh netmask for the default mesh, e.g. 192.168.0.11/24")
+	fs.StringVar(&c.MeshDomain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", "", "local service CIDR")
+	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of this node (local end of the ipip device)")
+	fs.StringVar(&c.IPIP, "ipip", IPIPNone, "none (route via the gateway), shared (through tunl0) or configure (through an own ipip device "+OwnedDevice+")")
+	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
+	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
+	fs.StringVar(&c.LeaseName, "lease-name", "", "the broker's Lease; its holder is the active gateway")
+	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the Lease and the broker pods (default: $POD_NAMESPACE or the in-cluster namespace)")
+	fs.StringVar(&c.Datafile, "datafile", "", "JSON file remembering the routes, rule and device the router created (empty: not remembered across restarts)")
+	fs.IntVar(&c.ServerPortHTTP, "server-port-http", 8181, "port of /metrics, /healthz and /readyz (0 = off)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
+	fs.DurationVar(&c.Resync, "resync", 10*time.Second, "period of the full reconcile besides watch events")
+	fs.BoolVar(&c.Verbose, "v", false, "verbose logging")
+}
+
+// Validate checks the flags and fills defaults.
+func (c *Config) Validate() error {
+	switch c.IPIP {
+	case IPIPNone, IPIPShared:
+	case IPIPConfigure:
+		if c.NodeIP == "" {
+			return fmt.Errorf("--ipip configure needs --node-ip (the local end of the tunnel)")
+		}
+	default:
+		return fmt.Errorf("--ipip %q: must be none, shared or configure", c.IPIP)
+	}
+	if c.NodeIP != "" {
+		a, err := netip.ParseAddr(c.NodeIP)
+		if err != nil || !a.Is4() {
+			return fmt.Errorf("--node-ip %q is not an IPv4 address", c.NodeIP)
+		}
+	}
+	switch {
+	case c.RouteTable < 0 || int64(c.RouteTable) > 1<<32-1:
+		return fmt.Errorf("--route-table %d: must be 0 (main) or a table number", c.RouteTable)
+	case c.RouteTable == tableLocal || c.RouteTable == tableDefault:
+		return fmt.Errorf("--route-table %d is a reserved table (local or default)", c.RouteTable)
+	}
+	// The rule must be consulted before the main table's rule (32766).
+	if c.Table() != tableMain && (c.RulePriority < 1 || c.RulePriority > 32765) {
+		return fmt.Errorf("--rule-priority %d: must be between 1 and 32765 (before the main table's rule)", c.RulePriority)
+	}
+	if c.LeaseName == "" {
+		return fmt.Errorf("--lease-name is required: its holder is the gateway to route to")
+	}
+	if c.LeaseNamespace == "" {
+		c.LeaseNamespace = kube.Namespace()
+	}
+	if c.Resync < time.Second {
+		return fmt.Errorf("--resync must be at least 1s")
+	}
+	if c.ServerPortHTTP < 0 || c.ServerPortHTTP > 65535 {
+		return fmt.Errorf("--server-port-http %d is not a port", c.ServerPortHTTP)
+	}
+	_, err := c.MeshOptions()
+	return err
+}
+
+// Table is the routing table number (main for 0).
+func (c *Config) Table() int {
+	if c.RouteTable == 0 {
+		return tableMain
+	}
+	return c.RouteTable
+}
+
+// MeshOptions is the default mesh as the flags describe it.
+func (c *Config) MeshOptions() (mesh.Options, error) {
+	o := mesh.Options{ClusterName: c.ClusterName, Domain: c.MeshDomain}
+	var err error
+	if c.LinkAddress != "" {
+		if o.LinkAddress, err = mesh.ParseAddressPrefix(c.LinkAddress); err != nil {
+			return o, fmt.Errorf("--link-address: %w", err)
+		}
+	}
+	if c.ServiceCIDR != "" {
+		if o.ServiceCIDR, err = mesh.ParseCIDR(c.ServiceCIDR); err != nil {
+			return o, fmt.Errorf("--service-cidr: %w", err)
+		}
+	}
+	return o, nil
+}
+
+// Well-known routing tables (linux/rtnetlink.h).
+const (
+	tableDefault = 253
+	tableMain    = 254
+	tableLocal   = 255
+)

@@ -1,0 +1,123 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Gateway states.
+const (
+	// GatewayKnown: the holder's pod has an IP.
+	GatewayKnown = "known"
+	// GatewayUnknown: the lease has a holder but its pod is missing or has
+	// no IP yet; the router keeps the routes it has.
+	GatewayUnknown = "unknown"
+	// GatewayNone: no lease or no holder (released, or never elected); the
+	// router removes its routes.
+	GatewayNone = "none"
+)
+
+// Gateway is the active gateway as the Lease and the pods describe it.
+type Gateway struct {
+	State  string
+	Holder string
+	IP     netip.Addr
+	// Reason says why the state is not known, for logs.
+	Reason string
+}
+
+// ResolveGateway finds the gateway: the lease's holder is the name of a
+// broker pod in the lease's namespace; its pod IP is the gateway (the node
+// IP for hostNetwork brokers). The host IP is only a fallback for
+// hostNetwork pods, where it is the same address.
+func ResolveGateway(lease *coordinationv1.Lease, pod func(name string) *corev1.Pod) Gateway {
+	if lease == nil {
+		return Gateway{State: GatewayNone, Reason: "no lease"}
+	}
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+		return Gateway{State: GatewayNone, Reason: "the lease has no holder"}
+	}
+	g := Gateway{State: GatewayUnknown, Holder: *lease.Spec.HolderIdentity}
+	p := pod(g.Holder)
+	if p == nil {
+		g.Reason = "holder pod not found"
+		return g
+	}
+	ip := p.Status.PodIP
+	if ip == "" && p.Spec.HostNetwork {
+		ip = p.Status.HostIP
+	}
+	if ip == "" {
+		g.Reason = "holder pod has no IP yet"
+		return g
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is4() {
+		g.Reason = fmt.Sprintf("holder pod IP %q is not an IPv4 address", ip)
+		return g
+	}
+	g.State, g.IP, g.Reason = GatewayKnown, a, ""
+	return g
+}
+
+// gatewayWatcher keeps the lease and the pods of its namespace in informer
+// caches, so finding the gateway never calls the API.
+type gatewayWatcher struct {
+	namespace, name string
+	leases          cache.Indexer
+	pods            cache.Indexer
+}
+
+// watchGateway starts informers on the Lease (only that one, by field
+// selector) and on the pods of its namespace, and waits for their caches.
+func watchGateway(ctx context.Context, core kubernetes.Interface, namespace, name string, onChange func()) (*gatewayWatcher, error) {
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { onChange() },
+		UpdateFunc: func(any, any) { onChange() },
+		DeleteFunc: func(any) { onChange() },
+	}
+	lf := informers.NewSharedInformerFactoryWithOptions(core, 10*time.Minute, informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		}))
+	pf := informers.NewSharedInformerFactoryWithOptions(core, 10*time.Minute, informers.WithNamespace(namespace))
+	li := lf.Coordination().V1().Leases().Informer()
+	pi := pf.Core().V1().Pods().Informer()
+	for _, inf := range []cache.SharedIndexInformer{li, pi} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return nil, fmt.Errorf("watching the gateway lease: %w", err)
+		}
+	}
+	lf.Start(ctx.Done())
+	pf.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), li.HasSynced, pi.HasSynced) {
+		return nil, fmt.Errorf("lease %s/%s and pod caches did not sync: %w", namespace, name, ctx.Err())
+	}
+	return &gatewayWatcher{namespace: namespace, name: name, leases: li.GetIndexer(), pods: pi.GetIndexer()}, nil
+}
+
+// Current resolves the gateway from the caches.
+func (w *gatewayWatcher) Current() Gateway {
+	var lease *coordinationv1.Lease
+	if o, ok, _ := w.leases.GetByKey(w.namespace + "/" + w.name); ok {
+		lease, _ = o.(*coordinationv1.Lease)
+	}
+	return ResolveGateway(lease, func(name string) *corev1.Pod {
+		o, ok, _ := w.pods.GetByKey(w.namespace + "/" + name)
+		if !ok {
+			return nil
+		}
+		p, _ := o.(*corev1.Pod)
+		return p
+	})
+}

@@ -1,0 +1,127 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the router's Prometheus metrics and readiness.
+type metrics struct {
+	registry   *prometheus.Registry
+	reconciles *prometheus.CounterVec
+	duration   prometheus.Histogram
+	changes    prometheus.Counter
+	ready      atomic.Bool
+
+	mu      sync.Mutex
+	gateway Gateway
+	local   bool
+	kernel  *Kernel
+	file    *Datafile
+
+	routesDesc, routeWritesDesc, ruleWritesDesc, deviceWritesDesc, fileWritesDesc, gatewayDesc *prometheus.Desc
+}
+
+func newMetrics(k *Kernel, file *Datafile) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		kernel:   k,
+		file:     file,
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "netd_router_reconciles_total", Help: "Reconciles by result.",
+		}, []string{"result"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "netd_router_reconcile_duration_seconds", Help: "Duration of reconciles.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "netd_router_gateway_changes_total", Help: "Changes of the gateway the routes lead to.",
+		}),
+		routesDesc:       prometheus.NewDesc("netd_router_routes", "The router's routes (protocol 98) in its table.", nil, nil),
+		routeWritesDesc:  prometheus.NewDesc("netd_router_route_writes", "Route additions, replacements and deletions sent since start (flat when nothing changes).", nil, nil),
+		ruleWritesDesc:   prometheus.NewDesc("netd_router_rule_writes", "Rule additions and deletions sent since start.", nil, nil),
+		deviceWritesDesc: prometheus.NewDesc("netd_router_device_writes", "ipip device creations, deletions and state changes since start.", nil, nil),
+		fileWritesDesc:   prometheus.NewDesc("netd_router_datafile_writes", "Datafile writes since start.", nil, nil),
+		gatewayDesc:      prometheus.NewDesc("netd_router_gateway_info", "The gateway: its address, the lease holder, and state known, unknown, none or local.", []string{"gateway", "holder", "state"}, nil),
+	}
+	m.registry.MustRegister(m.reconciles, m.duration, m.changes, m,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) setGateway(g Gateway, local bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.gateway, m.local = g, local
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.routesDesc, m.routeWritesDesc, m.ruleWritesDesc, m.deviceWritesDesc, m.fileWritesDesc, m.gatewayDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	g, local := m.gateway, m.local
+	m.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(m.routesDesc, prometheus.GaugeValue, float64(m.kernel.Routes()))
+	ch <- prometheus.MustNewConstMetric(m.routeWritesDesc, prometheus.CounterValue, float64(m.kernel.RouteWrites()))
+	ch <- prometheus.MustNewConstMetric(m.ruleWritesDesc, prometheus.CounterValue, float64(m.kernel.RuleWrites()))
+	ch <- prometheus.MustNewConstMetric(m.deviceWritesDesc, prometheus.CounterValue, float64(m.kernel.DeviceWrites()))
+	ch <- prometheus.MustNewConstMetric(m.fileWritesDesc, prometheus.CounterValue, float64(m.file.Writes()))
+	state, ip := g.State, ""
+	if g.IP.IsValid() {
+		ip = g.IP.String()
+	}
+	if local {
+		state = "local"
+	}
+	if state != "" {
+		ch <- prometheus.MustNewConstMetric(m.gatewayDesc, prometheus.GaugeValue, 1, ip, g.Holder, state)
+	}
+}
+
+// serve serves /metrics, /healthz and /readyz on addr until ctx ends.
+func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready: no successful reconcile yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,248 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/netd/kube"
+)
+
+// Run runs the router until ctx ends. Whenever it returns it removes
+// everything it created (routes, rule, owned ipip device) and leaves an
+// empty datafile; only a killed router leaves state behind, which the next
+// start finds through the datafile and its protocol number.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("opening netlink: %w", err)
+	}
+	defer nl.Close()
+	file := &Datafile{Path: cfg.Datafile}
+	rec, err := file.Load()
+	if err != nil {
+		// Routes in the current table are still found by their protocol.
+		log.Warn("ignoring the datafile", "err", err)
+		rec = Record{}
+	}
+	if !rec.Empty() {
+		log.Info("found the previous run's record", "datafile", cfg.Datafile, "record", rec.String())
+	}
+	r := &router{cfg: cfg, log: log, kernel: NewKernel(nl, file, rec)}
+	if cfg.NodeIP != "" {
+		r.nodeIP = netip.MustParseAddr(cfg.NodeIP) // validated
+	}
+	r.metrics = newMetrics(r.kernel, file)
+	defer r.shutdown()
+	// The device first: a kernel without ipip fails at once and clearly.
+	if _, err := r.kernel.EnsureDevice(cfg.IPIP, r.nodeIP); err != nil {
+		return err
+	}
+	clients, err := kube.NewClients(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	if cfg.ServerPortHTTP > 0 {
+		if err := r.metrics.serve(ctx, ":"+strconv.Itoa(cfg.ServerPortHTTP), log); err != nil {
+			return err
+		}
+	}
+	trigger := make(chan struct{}, 1)
+	kick := func() {
+		select {
+		case trigger <- struct{}{}:
+		default:
+		}
+	}
+	if r.links, err = kube.WatchLinks(ctx, clients.Dynamic, kick); err != nil {
+		return err
+	}
+	if r.gateways, err = watchGateway(ctx, clients.Core, cfg.LeaseNamespace, cfg.LeaseName, kick); err != nil {
+		return err
+	}
+	log.Info("watching", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "table", cfg.Table(), "ipip", cfg.IPIP, "resync", cfg.Resync)
+	tick := time.NewTicker(cfg.Resync)
+	defer tick.Stop()
+	for {
+		start := time.Now()
+		err := r.reconcile()
+		r.metrics.duration.Observe(time.Since(start).Seconds())
+		if err != nil {
+			r.metrics.reconciles.WithLabelValues("error").Inc()
+			log.Error("reconcile", "err", err)
+		} else {
+			r.metrics.reconciles.WithLabelValues("ok").Inc()
+			r.metrics.ready.Store(true)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trigger:
+		case <-tick.C:
+		}
+	}
+}
+
+// router is the running router's state.
+type router struct {
+	cfg      *Config
+	log      *slog.Logger
+	kernel   *Kernel
+	metrics  *metrics
+	links    *kube.LinkWatcher
+	gateways *gatewayWatcher
+	nodeIP   netip.Addr
+
+	// lastGW is the gateway the routes lead to; kept while the lease's
+	// holder has no IP for a moment.
+	lastGW netip.Addr
+	// reported is what was logged last, so changes are logged once.
+	reported  string
+	routedTo  string
+	conflicts []netip.Prefix
+	skipped   []netip.Prefix
+}
+
+// reconcile computes the wanted routes from the KubeLinks and the gateway
+// and brings the kernel there.
+func (r *router) reconcile() error {
+	opts, _ := r.cfg.MeshOptions() // validated
+	dsts := Destinations(mesh.Build(r.links.List(), opts))
+	g := r.gateways.Current()
+	st := r.baseState()
+	gw := r.lastGW
+	switch g.State {
+	case GatewayKnown:
+		gw = g.IP
+	case GatewayNone:
+		gw = netip.Addr{}
+	case GatewayUnknown:
+		// Keep routing to the last gateway; after a restart there is none
+		// known, so the routes stay as they are.
+		st.HoldRoutes = !gw.IsValid()
+	}
+	var errs []error
+	local := false
+	if gw.IsValid() {
+		var err error
+		if local, err = r.isLocal(gw); err != nil {
+			return err
+		}
+		if !local {
+			nh, err := r.nexthop(gw)
+			if err != nil {
+				// Without a way to the gateway nothing better is known:
+				// leave the routes.
+				st.HoldRoutes = true
+				errs = append(errs, err)
+			} else {
+				var skipped []netip.Prefix
+				st.Routes, skipped = Plan(dsts, nh)
+				if !slices.Equal(skipped, r.skipped) && len(skipped) > 0 {
+					r.log.Warn("not routing destinations that contain the gateway itself", "gateway", gw, "destinations", skipped)
+				}
+				r.skipped = skipped
+			}
+		}
+	}
+	r.report(g, gw, local)
+	ch, err := r.kernel.Apply(st)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if ch.Any() {
+		r.log.Info("routes changed", "gateway", gw, "added", ch.Added, "replaced", ch.Replaced, "removed", ch.Removed, "routes", r.kernel.Routes())
+	}
+	if !slices.Equal(ch.Conflicts, r.conflicts) && len(ch.Conflicts) > 0 {
+		r.log.Warn("routes of another protocol hold these destinations; left alone", "destinations", ch.Conflicts)
+	}
+	r.conflicts = ch.Conflicts
+	if !st.HoldRoutes {
+		r.lastGW = gw
+	}
+	return errors.Join(errs...)
+}
+
+// baseState is the table, rule and device the flags ask for, without
+// routes.
+func (r *router) baseState() State {
+	st := State{Table: r.cfg.Table()}
+	if st.Table != tableMain {
+		st.Rule = &RuleRef{Table: st.Table, Priority: r.cfg.RulePriority}
+	}
+	if r.cfg.IPIP == IPIPConfigure {
+		st.Device = OwnedDevice
+	}
+	return st
+}
+
+func (r *router) isLocal(gw netip.Addr) (bool, error) {
+	if gw == r.nodeIP {
+		return true, nil
+	}
+	return r.kernel.IsLocal(gw)
+}
+
+// nexthop is the way to the gateway: through the ipip device (re-ensured,
+// so a device removed behind the router's back comes back), or as the
+// kernel routes to it.
+func (r *router) nexthop(gw netip.Addr) (Nexthop, error) {
+	if r.cfg.IPIP == IPIPNone {
+		return r.kernel.Nexthop(gw)
+	}
+	idx, err := r.kernel.EnsureDevice(r.cfg.IPIP, r.nodeIP)
+	if err != nil {
+		return Nexthop{}, err
+	}
+	return Nexthop{Gw: gw, LinkIndex: idx, OnLink: true}, nil
+}
+
+// report logs gateway changes once and exports them.
+func (r *router) report(g Gateway, gw netip.Addr, local bool) {
+	r.metrics.setGateway(g, local)
+	key := fmt.Sprintf("%s/%s/%s/%v/%s", g.State, g.Holder, gw, local, g.Reason)
+	if to := fmt.Sprintf("%s/%v", gw, local); to != r.routedTo {
+		if r.routedTo != "" {
+			r.metrics.changes.Inc()
+		}
+		r.routedTo = to
+	}
+	if key == r.reported {
+		return
+	}
+	r.reported = key
+	switch {
+	case local:
+		r.log.Info("the gateway runs on this node: no routes (the broker's device routes serve it)", "holder", g.Holder, "gateway", gw)
+	case g.State == GatewayKnown:
+		r.log.Info("gateway", "holder", g.Holder, "gateway", gw)
+	case g.State == GatewayNone:
+		r.log.Warn("no gateway: removing the routes", "reason", g.Reason)
+	case gw.IsValid():
+		r.log.Warn("gateway unknown: keeping the routes to the last one", "holder", g.Holder, "reason", g.Reason, "gateway", gw)
+	default:
+		r.log.Warn("gateway unknown: leaving the routes as they are", "holder", g.Holder, "reason", g.Reason)
+	}
+}
+
+// shutdown removes everything the router created and empties the datafile.
+func (r *router) shutdown() {
+	st := State{Table: r.cfg.Table()}
+	ch, err := r.kernel.Apply(st)
+	if err != nil {
+		r.log.Error("removing the router's routes", "err", err)
+		return
+	}
+	r.log.Info("removed the router's routes, rule and device", "routes", ch.Removed)
+}
