@@ -284,7 +284,7 @@ func (b *broker) updateStatus(ctx context.Context, set *mesh.Set) error {
 	var samples []metrics.LinkSample
 	var errs []error
 	for _, l := range set.Sorted() {
-		if l.Object == nil || !b.cfg.Serves(l.Name) && !l.Local {
+		if l.Object == nil || l.Local && !b.cfg.LocalStatus || !l.Local && !b.cfg.Serves(l.Name) {
 			continue
 		}
 		want := v1alpha1.KubeLinkStatus{Gateway: b.cfg.Identity}

@@ -49,13 +49,16 @@ type Config struct {
 	ClusterDomain    string
 	DNSServiceIP     string
 	ServedLinks      string
-	RouteTable       int
-	RulePriority     int
-	Kubeconfig       string
-	ServerPortHTTP   int
-	LeaseName        string
-	LeaseNamespace   string
-	LeaseDuration    time.Duration
+	// LocalStatus: this broker publishes the LocalLinks' status (one
+	// broker per cluster does; an additional one beside it does not).
+	LocalStatus    bool
+	RouteTable     int
+	RulePriority   int
+	Kubeconfig     string
+	ServerPortHTTP int
+	LeaseName      string
+	LeaseNamespace string
+	LeaseDuration  time.Duration
 	// Keepalive is the WireGuard persistent keepalive / bridge heartbeat;
 	// the Down detection window is three of them.
 	Keepalive time.Duration
@@ -88,6 +91,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", v1alpha1.DefaultClusterDomain, "local cluster domain")
 	fs.StringVar(&c.DNSServiceIP, "dns-service-ip", "", "local cluster DNS service IP (default: 10th address of --service-cidr)")
 	fs.StringVar(&c.ServedLinks, "served-links", "all", "comma-separated KubeLink names this broker serves, or all")
+	fs.BoolVar(&c.LocalStatus, "local-status", true, "publish the LocalLinks' status (state, gateway, public key); false for an additional broker beside the main one")
 	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
 	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
