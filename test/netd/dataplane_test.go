@@ -99,6 +99,12 @@ func TestDataplaneIdempotent(t *testing.T) {
 		return lab.In(ns, "nft", "list", "table", "ip", "kubelink"), lab.In(ns, "ip", "route", "show", "proto", "97")
 	}
 
+	// Someone else's table (kube-proxy's, say) is never touched.
+	lab.In(ns, "nft", "add table ip kube-proxy")
+	lab.In(ns, "nft", "add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }")
+	lab.In(ns, "nft", "add rule ip kube-proxy nat-prerouting ip daddr 100.64.1.1 tcp dport 80 dnat to 10.1.0.9")
+	foreign := lab.In(ns, "nft", "list", "table", "ip", "kube-proxy")
+
 	dp := broker.NewDataplane(cfg, dev)
 	reconcile(dp)
 	table, routes := state()
@@ -131,5 +137,14 @@ func TestDataplaneIdempotent(t *testing.T) {
 	}
 	if w := dp2.Writes() - dev.Writes(); w != 1 {
 		t.Errorf("restart: want exactly 1 write (the table), got %d", w)
+	}
+	if err := netns.Do(ns, dp2.Close); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec(ns, "nft", "list", "table", "ip", "kubelink"); err == nil {
+		t.Errorf("closing the dataplane left netd's table")
+	}
+	if got := lab.In(ns, "nft", "list", "table", "ip", "kube-proxy"); got != foreign {
+		t.Errorf("netd touched another table:\n%s\n---\n%s", foreign, got)
 	}
 }
