@@ -49,7 +49,8 @@ func inNetns(t *testing.T, fn func(ns string)) {
 
 // TestSync checks addresses, routes with netd's protocol in its own
 // table, the rule, idempotence, stale-route removal, and that a foreign
-// route in the same table survives.
+// route and another broker instance's route (another device) in the same
+// table survive.
 func TestSync(t *testing.T) {
 	inNetns(t, func(ns string) {
 		la := netlink.NewLinkAttrs()
@@ -72,8 +73,17 @@ func TestSync(t *testing.T) {
 			t.Errorf("foreign route: %v", err)
 			return
 		}
+		// Another broker instance's route (protocol 97, another device).
+		peer, _ := netlink.LinkByName("kl1")
+		_ = netlink.LinkSetUp(peer)
+		sibling := &netlink.Route{LinkIndex: peer.Attrs().Index, Table: 100, Dst: &net.IPNet{IP: net.IP{100, 64, 3, 0}, Mask: net.CIDRMask(24, 32)}, Protocol: Protocol, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteAdd(sibling); err != nil {
+			t.Errorf("sibling route: %v", err)
+			return
+		}
+		// Address, rule and two routes.
 		ch, err := m.Sync([]netip.Addr{addr}, want)
-		if err != nil || ch.Added != 3 {
+		if err != nil || ch.Added != 4 {
 			t.Errorf("first sync: %+v %v", ch, err)
 			return
 		}
@@ -82,7 +92,7 @@ func TestSync(t *testing.T) {
 			t.Errorf("unchanged sync changed %+v (%v)", ch, err)
 		}
 		rs, _ := m.List()
-		if len(rs) != 2 {
+		if len(rs) != 3 {
 			t.Errorf("routes: %v", rs)
 		}
 		out, _ := exec.Command("ip", "netns", "exec", ns, "ip", "rule").CombinedOutput()
@@ -98,7 +108,8 @@ func TestSync(t *testing.T) {
 			t.Errorf("shrinking sync: %+v %v", ch, err)
 		}
 		out, _ = exec.Command("ip", "netns", "exec", ns, "ip", "route", "show", "table", "100").CombinedOutput()
-		if strings.Contains(string(out), "100.64.2.0/24") || !strings.Contains(string(out), "10.9.0.0/16") || !strings.Contains(string(out), "192.168.0.0/24") {
+		if strings.Contains(string(out), "100.64.2.0/24") || !strings.Contains(string(out), "10.9.0.0/16") || !strings.Contains(string(out), "192.168.0.0/24") ||
+			!strings.Contains(string(out), "100.64.3.0/24 dev kl1") {
 			t.Errorf("table 100 after shrinking:\n%s", out)
 		}
 	})
