@@ -98,7 +98,9 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 			continue
 		}
 		addrs = append(addrs, m.Local.Address)
-		rts = append(rts, routes.Route{Dst: m.Network, Src: m.Local.Address})
+		if d.ownsNetwork() {
+			rts = append(rts, routes.Route{Dst: m.Network, Src: m.Local.Address})
+		}
 		mappings = append(mappings, nat.Mapping{Dst: m.Network, Address: m.Local.Address})
 		locals[m.Name] = localInfo{Cluster: m.Local.Cluster, Address: netip.PrefixFrom(m.Local.Address, m.Network.Bits()), CIDR: m.Local.CIDR, DNSIP: m.Local.DNSIP, Domain: m.Local.ClusterDomain}
 	}
@@ -130,7 +132,11 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 			continue
 		}
 		local := set.Meshes[l.Mesh].Local.Address
-		for _, r := range l.Routes() {
+		dsts := l.Routes()
+		if !d.ownsNetwork() {
+			dsts = append(dsts, netip.PrefixFrom(l.Address, 32))
+		}
+		for _, r := range dsts {
 			rts = append(rts, routes.Route{Dst: r, Src: local})
 			mappings = append(mappings, nat.Mapping{Dst: r, Address: local})
 		}
@@ -165,6 +171,16 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 		return out, err
 	}
 	return out, nil
+}
+
+// ownsNetwork reports whether the broker routes whole mesh networks into
+// its device. One serving only some links (--served-links) may have a
+// sibling broker in the same namespace serving the others (WireGuard and
+// bridge side by side): both replacing the one network route would move it
+// back and forth every reconcile, so each routes the link addresses of its
+// own links instead.
+func (d *Dataplane) ownsNetwork() bool {
+	return d.cfg.ServedLinks == "" || d.cfg.ServedLinks == "all"
 }
 
 // plans resolves the MeshServices; only a pod-mode gateway with a tunnel
