@@ -76,45 +76,21 @@ func (rw *rewriter) reply(ret *dns.Msg, r *dns.Msg) {
 	ret.Answer = rw.answer(ret.Answer)
 
 	hadSOA := false
-	ns := ret.Ns[:0]
-	for _, rr := range ret.Ns {
-		h := rr.Header()
-		if h.Rrtype == dns.TypeSOA {
+	ret.Ns = rw.section(ret.Ns, func(rr dns.RR) (bool, bool) {
+		if rr.Header().Rrtype == dns.TypeSOA {
 			hadSOA = true
-			continue
+			return true, false
 		}
-		if dnssecOnly(h.Rrtype) {
-			continue
-		}
-		if n, ok := rw.name(h.Name); ok {
-			h.Name = n
-			rw.rdata(rr)
-			ns = append(ns, rr)
-		}
-	}
-	ret.Ns = ns
+		return false, false
+	})
 	if hadSOA || ret.Rcode == dns.RcodeNameError || (ret.Rcode == dns.RcodeSuccess && len(ret.Answer) == 0) {
 		soa := rw.c.zone.soa
 		ret.Ns = append(ret.Ns, &soa)
 	}
-
-	extra := ret.Extra[:0]
-	for _, rr := range ret.Extra {
-		h := rr.Header()
-		if h.Rrtype == dns.TypeOPT {
-			extra = append(extra, rr)
-			continue
-		}
-		if dnssecOnly(h.Rrtype) {
-			continue
-		}
-		if n, ok := rw.name(h.Name); ok {
-			h.Name = n
-			rw.rdata(rr)
-			extra = append(extra, rr)
-		}
-	}
-	ret.Extra = extra
+	ret.Extra = rw.section(ret.Extra, func(rr dns.RR) (bool, bool) {
+		opt := rr.Header().Rrtype == dns.TypeOPT
+		return opt, opt
+	})
 }
 
 // answer rewrites the answer section. Records of the cluster's domain are
@@ -129,19 +105,37 @@ func (rw *rewriter) answer(rrs []dns.RR) []dns.RR {
 			}
 		}
 	}
+	if outside == nil {
+		return rw.section(rrs, nil)
+	}
+	return rw.section(rrs, func(rr dns.RR) (bool, bool) {
+		in := containsFold(outside, rr.Header().Name)
+		return in, in
+	})
+}
+
+// section rewrites one section in place: DNSSEC records go (the rewrite
+// breaks their signatures); special, when set, decides first about a record
+// (handled, keep); every other record of the cluster's domain is mapped
+// into the mesh and the rest is dropped.
+func (rw *rewriter) section(rrs []dns.RR, special func(dns.RR) (handled, keep bool)) []dns.RR {
 	out := rrs[:0]
 	for _, rr := range rrs {
 		h := rr.Header()
 		if dnssecOnly(h.Rrtype) {
 			continue
 		}
+		if special != nil {
+			if handled, keep := special(rr); handled {
+				if keep {
+					out = append(out, rr)
+				}
+				continue
+			}
+		}
 		if n, ok := rw.name(h.Name); ok {
 			h.Name = n
 			rw.rdata(rr)
-			out = append(out, rr)
-			continue
-		}
-		if containsFold(outside, h.Name) {
 			out = append(out, rr)
 		}
 	}
