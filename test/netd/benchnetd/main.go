@@ -40,16 +40,17 @@ func main() {
 	links := flag.Int("links", 250, "foreign links")
 	services := flag.Int("meshservices", 1000, "MeshServices")
 	changes := flag.Int("changes", 9, "single-link changes to time (median)")
+	ingress := flag.Bool("ingress", false, "give every link an ingress list (the firewall then matches every link's sources)")
 	flag.Parse()
-	if err := run(*links, *services, *changes); err != nil {
+	if err := run(*links, *services, *changes, *ingress); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-netd:", err)
 		os.Exit(1)
 	}
 }
 
-func run(links, services, changes int) error {
+func run(links, services, changes int, ingress bool) error {
 	if os.Getenv(insideEnv) != "" {
-		return inside(links, services, changes)
+		return inside(links, services, changes, ingress)
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
@@ -103,7 +104,7 @@ func run(links, services, changes int) error {
 // links .2-.251 with a /24 service CIDR each, and MeshServices: most bind
 // a port of the link address to a Service, some to two endpoints, a few
 // use virtual addresses (the /24 has only .252-.254 left).
-func objects(nlinks, nservices int) ([]*v1alpha1.KubeLink, []*v1alpha1.MeshService, map[string]*corev1.Service, error) {
+func objects(nlinks, nservices int, ingress bool) ([]*v1alpha1.KubeLink, []*v1alpha1.MeshService, map[string]*corev1.Service, error) {
 	var links []*v1alpha1.KubeLink
 	for i := 0; i < nlinks; i++ {
 		k, err := wgkey.Generate()
@@ -119,6 +120,9 @@ func objects(nlinks, nservices int) ([]*v1alpha1.KubeLink, []*v1alpha1.MeshServi
 				PublicKey:      k.Public().String(),
 			},
 		})
+		if ingress {
+			links[i].Spec.Ingress = []string{"100.64.0.0/16", "!100.64.9.0/24"}
+		}
 	}
 	svcs := map[string]*corev1.Service{}
 	var msvcs []*v1alpha1.MeshService
@@ -155,10 +159,10 @@ func objects(nlinks, nservices int) ([]*v1alpha1.KubeLink, []*v1alpha1.MeshServi
 	return links, msvcs, svcs, nil
 }
 
-func inside(nlinks, nservices, nchanges int) error {
+func inside(nlinks, nservices, nchanges int, ingress bool) error {
 	ctx := context.Background()
 	baseNS := os.Getenv(insideEnv)
-	links, msvcs, svcs, err := objects(nlinks, nservices)
+	links, msvcs, svcs, err := objects(nlinks, nservices, ingress)
 	if err != nil {
 		return err
 	}
