@@ -58,6 +58,30 @@ func exampleValues(t testing.TB) []string {
 	return files
 }
 
+// additionalRelease reports whether a values file is an additional
+// release beside a cluster's main one (mesh.localLink: false, e.g. a bridge
+// broker next to WireGuard): no LocalLink, DNS or router of its own.
+// TestAdditionalBrokerExample covers those files.
+func additionalRelease(t testing.TB, path string) bool {
+	t.Helper()
+	m, _ := readValues(t, path)["mesh"].(map[string]any)
+	local, ok := m["localLink"].(bool)
+	return ok && !local
+}
+
+// clusterExamples lists the example values files of clusters' main
+// releases.
+func clusterExamples(t testing.TB) []string {
+	t.Helper()
+	var out []string
+	for _, f := range exampleValues(t) {
+		if !additionalRelease(t, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 func rel(path string) string {
 	r, err := filepath.Rel(testenv.RepoRoot(), path)
 	if err != nil {
@@ -106,6 +130,11 @@ func merge(base, overlay map[string]any) map[string]any {
 // renderErr renders the chart client-side (like `helm template`) and
 // returns the objects of the manifest plus NOTES.txt.
 func renderErr(c *chart.Chart, vals map[string]any) ([]*unstructured.Unstructured, string, error) {
+	return renderReleaseErr(c, releaseName, vals)
+}
+
+// renderReleaseErr is renderErr for another release name.
+func renderReleaseErr(c *chart.Chart, release string, vals map[string]any) ([]*unstructured.Unstructured, string, error) {
 	cfg := &action.Configuration{
 		Releases:     storage.Init(driver.NewMemory()),
 		KubeClient:   &kubefake.PrintingKubeClient{Out: io.Discard},
@@ -119,7 +148,7 @@ func renderErr(c *chart.Chart, vals map[string]any) ([]*unstructured.Unstructure
 	kv := kubeVersion
 	in.KubeVersion = &kv
 	in.Replace = true
-	in.ReleaseName = releaseName
+	in.ReleaseName = release
 	in.Namespace = releaseNS
 	r, err := in.Run(c, vals)
 	if err != nil {

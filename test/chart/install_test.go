@@ -38,7 +38,7 @@ func TestInstallExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs the test environment's kube-apiserver")
 	}
-	// Covers the service CIDRs of kubelink1..3, so the fixed ClusterIPs are valid.
+	// Covers the service CIDRs of kubelink1..4, so the fixed ClusterIPs are valid.
 	e := testenv.Start(t, testenv.Options{ServiceCIDR: "100.64.0.0/16"})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -58,7 +58,7 @@ func TestInstallExamples(t *testing.T) {
 		t.Fatalf("creating the bridge TLS secret: %v", err)
 	}
 
-	for _, f := range exampleValues(t) {
+	for _, f := range clusterExamples(t) {
 		ok := t.Run(rel(f), func(t *testing.T) {
 			ex := loadExample(t, f)
 			cfg := helmConfig(t, e.Kubeconfig)

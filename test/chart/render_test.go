@@ -70,9 +70,11 @@ func TestExamplesConsistent(t *testing.T) {
 		"kubelink1": {"100.64.0.0/20", "192.168.0.11/24"},
 		"kubelink2": {"100.64.16.0/20", "192.168.0.12/24"},
 		"kubelink3": {"100.64.32.0/20", "192.168.0.13/24"},
+		// kubelink4 shares kubelink2's service CIDR (MeshServices only).
+		"kubelink4": {"100.64.16.0/20", "192.168.0.14/24"},
 	}
 	seen := map[string]bool{}
-	for _, f := range exampleValues(t) {
+	for _, f := range clusterExamples(t) {
 		ex := loadExample(t, f)
 		w, ok := want[ex.cluster]
 		if !ok {
@@ -92,8 +94,13 @@ func TestExamplesConsistent(t *testing.T) {
 		for _, l := range v["links"].([]any) {
 			lm := l.(map[string]any)
 			pw := want[lm["name"].(string)]
-			if lm["cidr"] != pw[0] || lm["clusterAddress"] != pw[1] {
+			if lm["cidr"] != nil && lm["cidr"] != pw[0] || lm["clusterAddress"] != pw[1] {
 				t.Errorf("%s: link %v is %v/%v, want %s/%s", rel(f), lm["name"], lm["cidr"], lm["clusterAddress"], pw[0], pw[1])
+			}
+			// Only a peer whose service CIDR overlaps ours is linked
+			// without cidr.
+			if lm["cidr"] == nil && !netip.MustParsePrefix(pw[0]).Overlaps(ex.serviceCIDR) {
+				t.Errorf("%s: link %v has no cidr although %s does not overlap %s", rel(f), lm["name"], pw[0], ex.serviceCIDR)
 			}
 		}
 	}
@@ -125,7 +132,10 @@ func TestExamplesMatchManifests(t *testing.T) {
 		}
 	}
 	c := loadChart(t)
-	for _, f := range exampleValues(t) {
+	for _, f := range clusterExamples(t) {
+		if _, ok := manifests[loadExample(t, f).cluster]; !ok {
+			continue // not a member kubelink1 knows (kubelink4)
+		}
 		objs, _ := render(t, c, readValues(t, f))
 		for _, o := range objs {
 			if o.GetKind() != "KubeLink" {
@@ -151,7 +161,7 @@ func TestExamplesMatchManifests(t *testing.T) {
 
 func TestRenderExamples(t *testing.T) {
 	c := loadChart(t)
-	for _, f := range exampleValues(t) {
+	for _, f := range clusterExamples(t) {
 		t.Run(rel(f), func(t *testing.T) {
 			ex := loadExample(t, f)
 			objs, notes := render(t, c, readValues(t, f))
