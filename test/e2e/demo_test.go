@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/kubelink/kubelink/test/testenv"
 )
 
 // TestDemo brings up the e2e mesh for a person to try (`sudo make demo`),
@@ -19,18 +22,37 @@ func TestDemo(t *testing.T) {
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sig)
 	tm := bringUp(t)
-	k1, k2 := tm.clusters["kubelink1"], tm.clusters["kubelink2"]
+	k1, k2, k3, k4 := tm.clusters["kubelink1"], tm.clusters["kubelink2"], tm.clusters["kubelink3"], tm.clusters["kubelink4"]
+	k2Addr := addrOf(tm.byName["kubelink2"].linkAddress)
+	kubectl := filepath.Join(testenv.BinDir(), "kubectl")
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nkubelink demo: two clusters, kubelink1 (namespace %s) and kubelink2 (namespace %s), linked by WireGuard.\n", k1.NS, k2.NS)
-	fmt.Fprintf(&b, "Wait a few seconds for the links to come Up, then try:\n\n")
-	for _, c := range []*Cluster{k1, k2} {
-		fmt.Fprintf(&b, "  ip netns exec %s %s --kubeconfig %s get klink\n", c.NS, "bin/testenv/kubectl", c.Env.Kubeconfig)
+	fmt.Fprintf(&b, `
+kubelink demo: four clusters, each a network namespace (its node) with its own apiserver:
+  kubelink1  %-22s node mode: WireGuard to kubelink2, TLS bridge to kubelink3 (second release kubelink-bridge)
+  kubelink2  %-22s pod mode (gateway pod %s, router), MeshServices %s and %s:%d
+  kubelink3  %-22s node mode: TLS bridge to kubelink1, kubelink2 through kubelink1
+  kubelink4  %-22s node mode: WireGuard to kubelink2, kubelink2's service CIDR: MeshServices only
+Wait a few seconds for the links to come Up, then try:
+
+`, k1.NS, k2.NS, k2.PodNS("kubelink-broker"), meshVIP, k2Addr, meshPort, k3.NS, k4.NS)
+	for _, c := range []*Cluster{k1, k2, k3, k4} {
+		fmt.Fprintf(&b, "  ip netns exec %s %s --kubeconfig %s get klink\n", c.NS, kubectl, c.Env.Kubeconfig)
 	}
-	fmt.Fprintf(&b, "  ip netns exec %s curl http://%s/                      # kubelink2's echo ClusterIP, from kubelink1\n", k1.NS, tm.echo["kubelink2"])
+	fmt.Fprintf(&b, "  ip netns exec %s %s --kubeconfig %s get msvc -A -o wide\n\n", k2.NS, kubectl, k2.Env.Kubeconfig)
+	fmt.Fprintf(&b, "  ip netns exec %s curl http://%s/        # kubelink2's echo ClusterIP from kubelink1 (WireGuard)\n", k1.NS, tm.echo["kubelink2"])
+	fmt.Fprintf(&b, "  ip netns exec %s curl http://%s/        # kubelink3's echo ClusterIP from kubelink1 (TLS bridge)\n", k1.NS, tm.echo["kubelink3"])
+	fmt.Fprintf(&b, "  ip netns exec %s curl http://%s/        # kubelink2's echo from kubelink3, relayed by kubelink1\n", k3.NS, tm.echo["kubelink2"])
+	fmt.Fprintf(&b, "  ip netns exec %s curl http://%s/        # the same ClusterIP in kubelink4 is kubelink4's own echo\n", k4.NS, tm.echo["kubelink2"])
+	for _, c := range []*Cluster{k1, k3, k4} {
+		fmt.Fprintf(&b, "  ip netns exec %s curl http://%s/ http://%s:%d/   # kubelink2's MeshServices from %s\n", c.NS, meshVIP, k2Addr, meshPort, c.Name)
+	}
 	fmt.Fprintf(&b, "  ip netns exec %s dig @%s echo.default.svc.kubelink2.kubelink\n", k1.NS, k1.Value("dns.serviceIP"))
-	fmt.Fprintf(&b, "  ip netns exec %s dig @%s _http._tcp.echo.default.svc.kubelink2.kubelink SRV\n", k1.NS, k1.Value("dns.serviceIP"))
-	fmt.Fprintf(&b, "  ip netns exec %s dig @%s kubelink1.kubelink\n", k2.NS, k2.Value("dns.serviceIP"))
-	fmt.Fprintf(&b, "\nPress Ctrl-C to tear everything down.\n")
+	fmt.Fprintf(&b, "  ip netns exec %s dig @%s _http._tcp.echo.default.svc.kubelink3.kubelink SRV\n", k1.NS, k1.Value("dns.serviceIP"))
+	fmt.Fprintf(&b, "  ip netns exec %s dig @%s echo.default.svc.kubelink1.kubelink   # kubelink2's DNS runs in a pod\n", k2.NS, k2.Value("dns.serviceIP"))
+	fmt.Fprintf(&b, "  ip netns exec %s ip route show proto 98                  # the router's routes to the gateway pod\n", k2.NS)
+	fmt.Fprintf(&b, "  ip netns exec %s nft list table ip kubelink   # SNAT and MeshService DNAT of the gateway pod\n", k2.PodNS("kubelink-broker"))
+	fmt.Fprintf(&b, "  ip netns exec %s ip route show proto 97                  # kubelink1's two gateways: devices kubelink and kubelink-br\n", k1.NS)
+	fmt.Fprintf(&b, "\nProcess logs: %s/<cluster>/*.log. Press Ctrl-C to tear everything down.\n", tm.dir)
 	// Straight to the terminal: go test buffers t.Log until the end.
 	fmt.Fprint(os.Stderr, b.String())
 	<-sig

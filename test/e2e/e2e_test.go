@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -15,19 +17,46 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/test/netns"
 	"github.com/kubelink/kubelink/test/testenv"
+)
+
+// The e2e mesh (README.md, "End-to-end test"):
+//
+//	kubelink1  node mode: WireGuard to kubelink2 (release kubelink, served
+//	           links kubelink2) and a TLS bridge to kubelink3 (release
+//	           kubelink-bridge, examples/kubelink1/values-kubelink3-bridge.yaml);
+//	           relays between the two
+//	kubelink2  pod mode: the gateway in a pod of its own, the router on the
+//	           node; WireGuard to kubelink1 and kubelink4; MeshServices;
+//	           reaches kubelink3 through kubelink1
+//	kubelink3  node mode: TLS bridge to kubelink1; reaches kubelink2 through
+//	           kubelink1
+//	kubelink4  node mode: WireGuard to kubelink2 only; kubelink2's service
+//	           CIDR: they link without cidr and meet through MeshServices
+const (
+	// meshVIP is kubelink2's MeshService on a virtual mesh address.
+	meshVIP = "192.168.0.50"
+	// meshPort is kubelink2's MeshService on a port of its link address.
+	meshPort = 8081
+	// keepalive of every gateway: a dead peer is Down after 3 of them.
+	keepalive = "--keepalive=5s"
 )
 
 // member describes one cluster of the e2e mesh.
 type member struct {
 	name     string
 	publicIP string
-	values   string // examples values file
-	priv     string // WireGuard key pair, generated with `netd keygen`
-	pub      string
+	values   string // examples values file of the main release
+	// podCIDR is the node's pod range: set for a pod-mode gateway.
+	podCIDR   string
+	wireguard bool
+	priv, pub string // WireGuard key pair, generated with `netd keygen`
 	// from the values file
 	serviceCIDR, linkAddress string
 }
@@ -67,89 +96,200 @@ func readValues(t *testing.T, path string) map[string]any {
 	return v
 }
 
-func str(v map[string]any, path string) string {
-	var cur any = v
-	for _, p := range strings.Split(path, ".") {
-		m, _ := cur.(map[string]any)
-		cur = m[p]
-	}
-	if cur == nil {
-		return ""
-	}
-	return fmt.Sprint(cur)
-}
+// gwHost is the gateway name of a cluster, as the examples' endpoints and
+// the bridge certificates have it.
+func gwHost(cluster string) string { return "gw." + cluster + ".example.com" }
 
 // testMesh is the running e2e mesh.
 type testMesh struct {
 	*Mesh
 	members  []*member
+	byName   map[string]*member
 	clusters map[string]*Cluster
+	// links are the foreign links each cluster was given.
+	links map[string][]map[string]any
 	// echo maps a cluster to the ClusterIP of its echo Service.
 	echo map[string]string
 }
 
-// bringUp starts kubelink1 and kubelink2 from the examples' values,
-// connected by WireGuard.
+// bringUp starts the four clusters from the examples' values and waits
+// for nothing: the scenarios wait for what they need.
 func bringUp(t *testing.T) *testMesh {
 	t.Helper()
 	netns.Require(t)
 	bins := RequireBinaries(t)
-	root := testenv.RepoRoot()
-	members := []*member{
-		{name: "kubelink1", publicIP: "172.31.0.11", values: filepath.Join(root, "examples/kubelink1/values.yaml")},
-		{name: "kubelink2", publicIP: "172.31.0.12", values: filepath.Join(root, "examples/kubelink2/values.yaml")},
+	if _, err := exec.LookPath("nft"); err != nil {
+		testenv.SkipOrFail(t, "nft not installed (Debian package nftables)")
 	}
+	root := testenv.RepoRoot()
+	example := func(p string) string { return filepath.Join(root, "examples", p) }
+	members := []*member{
+		{name: "kubelink1", publicIP: "172.31.0.11", values: example("kubelink1/values.yaml"), wireguard: true},
+		{name: "kubelink2", publicIP: "172.31.0.12", values: example("kubelink2/values.yaml"), wireguard: true, podCIDR: "100.96.2.0/24"},
+		{name: "kubelink3", publicIP: "172.31.0.13", values: example("kubelink3/values-bridge.yaml")},
+		{name: "kubelink4", publicIP: "172.31.0.14", values: example("kubelink4/values.yaml"), wireguard: true},
+	}
+	byName := map[string]*member{}
+	hosts := map[string]string{}
 	for _, mb := range members {
-		mb.priv, mb.pub = keygen(t, bins.Netd)
+		if mb.wireguard {
+			mb.priv, mb.pub = keygen(t, bins.Netd)
+		}
 		v := readValues(t, mb.values)
-		mb.serviceCIDR, mb.linkAddress = str(v, "cluster.serviceCIDR"), str(v, "mesh.linkAddress")
+		mb.serviceCIDR, mb.linkAddress = valueAt(v, "cluster.serviceCIDR"), valueAt(v, "mesh.linkAddress")
+		byName[mb.name] = mb
+		hosts[gwHost(mb.name)] = mb.publicIP
+	}
+	// A direct link dials the peer's gateway; a relayed one goes through
+	// another link (spec.gatewayLink).
+	direct := func(peer string, kv ...any) map[string]any {
+		p := byName[peer]
+		l := map[string]any{"name": peer, "cidr": p.serviceCIDR, "clusterAddress": p.linkAddress, "endpoint": gwHost(peer) + ":8777"}
+		if p.wireguard {
+			l["publicKey"] = p.pub
+		}
+		return with(l, kv...)
+	}
+	relayed := func(peer, via string, kv ...any) map[string]any {
+		p := byName[peer]
+		return with(map[string]any{"name": peer, "cidr": p.serviceCIDR, "clusterAddress": p.linkAddress, "gatewayLink": via}, kv...)
+	}
+	vip := []string{meshVIP + "/32"}
+	links := map[string][]map[string]any{
+		"kubelink1": {direct("kubelink2", "egress", vip)}, // kubelink3: in the bridge release's example
+		"kubelink2": {direct("kubelink1"), relayed("kubelink3", "kubelink1"), direct("kubelink4", "cidr", nil)},
+		"kubelink3": {direct("kubelink1"), relayed("kubelink2", "kubelink1", "egress", vip)},
+		"kubelink4": {direct("kubelink2", "cidr", nil, "egress", vip)},
+	}
+	ca, err := NewMeshCA()
+	if err != nil {
+		t.Fatal(err)
 	}
 	m := NewMesh(t, bins)
-	tm := &testMesh{Mesh: m, members: members, clusters: map[string]*Cluster{}, echo: map[string]string{}}
+	tm := &testMesh{Mesh: m, members: members, byName: byName, clusters: map[string]*Cluster{}, links: links, echo: map[string]string{}}
 	ctx := context.Background()
 	m.Step("bring up clusters", func() {
 		for _, mb := range members {
-			c := m.AddCluster(ClusterConfig{Name: mb.name, PublicIP: mb.publicIP})
+			c := m.AddCluster(ClusterConfig{Name: mb.name, PublicIP: mb.publicIP, Hosts: hosts, PodCIDR: mb.podCIDR})
 			c.StartAPI(mb.serviceCIDR)
-			// The gateway's key, as an operator would create it (netd
-			// would generate one into an empty secret otherwise).
 			if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubelink"}}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "kubelink-wireguard", Namespace: "kubelink"}, StringData: map[string]string{"WireguardPrivateKey": mb.priv}}
-			if _, err := c.Client.CoreV1().Secrets("kubelink").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
+			// The gateways' identities, as an operator would create them
+			// (netd would generate a WireGuard key into an empty secret
+			// otherwise): a WireGuard key, a bridge certificate naming the
+			// gateway's endpoint host.
+			var secrets []*corev1.Secret
+			if mb.wireguard {
+				secrets = append(secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "kubelink-wireguard", Namespace: "kubelink"},
+					StringData: map[string]string{"WireguardPrivateKey": mb.priv}})
 			}
-			var links []any
-			for _, o := range members {
-				if o != mb {
-					links = append(links, map[string]any{
-						"name": o.name, "cidr": o.serviceCIDR, "clusterAddress": o.linkAddress,
-						"endpoint": o.publicIP + ":8777", "publicKey": o.pub,
-					})
+			if mb.name == "kubelink1" || mb.name == "kubelink3" {
+				crt, key, err := ca.Issue(gwHost(mb.name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				secrets = append(secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "kubelink-tls", Namespace: "kubelink"}, Type: corev1.SecretTypeTLS,
+					Data: map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": ca.PEM}})
+			}
+			for _, s := range secrets {
+				if _, err := c.Client.CoreV1().Secrets("kubelink").Create(ctx, s, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
 				}
 			}
+			broker := map[string]any{"replicas": 1, "extraArgs": []string{keepalive}}
+			if mb.wireguard {
+				broker["secretName"] = "kubelink-wireguard"
+			}
+			if mb.name == "kubelink1" {
+				// Both gateways share the node; the main one leaves the
+				// bridge link to the kubelink-bridge release.
+				broker["podMode"] = false
+				broker["servedLinks"] = []string{"kubelink2"}
+			}
+			var ls []any
+			for _, l := range links[mb.name] {
+				ls = append(ls, l)
+			}
 			c.Install([]string{mb.values}, map[string]any{
-				// A short keepalive: a dead peer is Down after 3 intervals.
-				"broker": map[string]any{"podMode": false, "replicas": 1, "secretName": "kubelink-wireguard", "extraArgs": []string{"--keepalive=5s"}},
+				"broker": broker,
 				"dns":    map[string]any{"replicas": 1, "clusterDNSIntegration": map[string]any{"enabled": false}},
-				"router": map[string]any{"enabled": false},
-				"links":  links,
+				"links":  ls,
 			})
+			if mb.name == "kubelink1" {
+				c.InstallRelease("kubelink-bridge", []string{example("kubelink1/values-kubelink3-bridge.yaml")}, map[string]any{
+					"broker": map[string]any{"replicas": 1, "extraArgs": []string{keepalive}},
+				})
+			}
 			c.StartClusterDNS()
-			tm.echo[mb.name] = c.ServeHTTP("default", "echo")
+			clusterIP := "" // allocated
+			if mb.name == "kubelink4" {
+				clusterIP = tm.echo["kubelink2"] // the very ClusterIP of kubelink2's echo
+			}
+			tm.echo[mb.name] = c.ServeHTTP("default", "echo", clusterIP)
 			tm.clusters[mb.name] = c
 		}
-		for _, c := range tm.clusters {
+		for _, mb := range members {
+			c := tm.clusters[mb.name]
 			startAll(t, c)
-			c.Forward(c.Value("dns.serviceIP"), 53, "127.0.0.1:"+c.Value("dns.port"))
+			c.Forward(c.Value("dns.serviceIP"), 53, net.JoinHostPort(c.PodIP("kubelink-dns"), c.Value("dns.port")))
+			c.Expose("kubelink", "kubelink-broker", "kubelink-broker")
 		}
+		// kubelink2 exposes its echo Service to the mesh twice.
+		k2 := tm.clusters["kubelink2"]
+		k2.applyMeshService(t, &v1alpha1.MeshService{ObjectMeta: metav1.ObjectMeta{Name: "echo-vip", Namespace: "default"},
+			Spec: v1alpha1.MeshServiceSpec{Service: "echo", MeshAddress: meshVIP}})
+		k2.applyMeshService(t, &v1alpha1.MeshService{ObjectMeta: metav1.ObjectMeta{Name: "echo-port", Namespace: "default"},
+			Spec: v1alpha1.MeshServiceSpec{Service: "echo", Ports: []v1alpha1.ServicePort{{Name: "web", Port: meshPort}},
+				Endpoints: []v1alpha1.ServiceEndpoint{{PortMappings: []v1alpha1.PortMapping{{Port: intstr.FromString("web"), TargetPort: intstr.FromString("http")}}}}}})
 	})
 	return tm
 }
 
-// TestMeshInABox checks reachability, DNS, link status, gateway failure and
-// an API outage on the e2e mesh.
+// with sets (or, with a nil value, deletes) keys of a link.
+func with(l map[string]any, kv ...any) map[string]any {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == nil {
+			delete(l, kv[i].(string))
+			continue
+		}
+		l[kv[i].(string)] = kv[i+1]
+	}
+	return l
+}
+
+// applyMeshService creates a MeshService.
+func (c *Cluster) applyMeshService(t *testing.T, ms *v1alpha1.MeshService) {
+	t.Helper()
+	ms.APIVersion, ms.Kind = v1alpha1.SchemeGroupVersion.String(), "MeshService"
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Env.Dynamic().Resource(v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)).Namespace(ms.Namespace)
+	if _, err := r.Create(context.Background(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating MeshService %s/%s in %s: %v", ms.Namespace, ms.Name, c.Name, err)
+	}
+}
+
+// meshService reads a MeshService.
+func (c *Cluster) meshService(t *testing.T, namespace, name string) (*v1alpha1.MeshService, error) {
+	t.Helper()
+	u, err := c.Env.Dynamic().Resource(v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)).Namespace(namespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var ms v1alpha1.MeshService
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &ms); err != nil {
+		return nil, err
+	}
+	return &ms, nil
+}
+
+// TestMeshInABox checks reachability over WireGuard, the TLS bridge and a
+// relay, DNS, link status, the router and MeshServices of a pod-mode
+// gateway, overlapping service CIDRs, gateway failure and an API outage on
+// the e2e mesh.
 func TestMeshInABox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -161,43 +301,61 @@ func TestMeshInABox(t *testing.T) {
 	tm := bringUp(t)
 	m, members, clusters, echo := tm.Mesh, tm.members, tm.clusters, tm.echo
 	ctx := context.Background()
-	k1, k2 := clusters["kubelink1"], clusters["kubelink2"]
+	k1, k2, k3, k4 := clusters["kubelink1"], clusters["kubelink2"], clusters["kubelink3"], clusters["kubelink4"]
+	k2Addr := addrOf(tm.byName["kubelink2"].linkAddress)
 
-	m.Step("d: links Up, LocalLinks carry the public keys", func() {
+	m.Step("d: every link Up on every cluster, LocalLinks carry the WireGuard keys", func() {
 		for _, mb := range members {
 			c := clusters[mb.name]
+			want := len(tm.links[mb.name]) + 1
+			if mb.name == "kubelink1" {
+				want++ // kubelink3, from the bridge release
+			}
 			waitFor(t, 60*time.Second, func() error {
-				for name, l := range c.KubeLinks() {
+				links := c.KubeLinks()
+				if len(links) != want {
+					return fmt.Errorf("%s: %d KubeLinks, want %d", mb.name, len(links), want)
+				}
+				for name, l := range links {
 					state, _, _ := unstructured.NestedString(l.Object, "status", "state")
+					gw, _, _ := unstructured.NestedString(l.Object, "status", "gateway")
+					if state != "Up" {
+						return fmt.Errorf("%s: link %s is %q", mb.name, name, state)
+					}
+					// Each link is served by one broker: kubelink1's bridge
+					// link by the second release's.
+					wantGW := "kubelink-broker-0"
+					if mb.name == "kubelink1" && name == "kubelink3" {
+						wantGW = "kubelink-bridge-broker-0"
+					}
+					if gw != wantGW {
+						return fmt.Errorf("%s: link %s has gateway %q, want %q", mb.name, name, gw, wantGW)
+					}
 					if name == mb.name {
 						key, _, _ := unstructured.NestedString(l.Object, "status", "publicKey")
 						if key != mb.pub {
 							return fmt.Errorf("%s: LocalLink status.publicKey %q, want %q", mb.name, key, mb.pub)
 						}
-						continue
-					}
-					if state != "Up" {
-						return fmt.Errorf("%s: link %s is %q", mb.name, name, state)
 					}
 				}
 				return nil
 			}, c)
 			out, err := c.Env.Kubectl(ctx, "get", "klink")
-			if err != nil || !strings.Contains(out, "Up") {
-				t.Fatalf("kubectl get klink in %s: %q %v", mb.name, out, err)
+			if err != nil {
+				t.Fatalf("kubectl get klink in %s: %v", mb.name, err)
 			}
 			t.Logf("%s: kubectl get klink\n%s", mb.name, out)
 		}
 	})
 
-	m.Step("a: ClusterIP of kubelink2 reached from kubelink1 through WireGuard", func() {
-		out := curl(t, k1, echo["kubelink2"])
-		if !strings.Contains(out, "echo from kubelink2") {
-			t.Fatalf("curl: %q", out)
-		}
+	m.Step("a: kubelink1 reaches kubelink2 (WireGuard) and kubelink3 (bridge); kubelink3 reaches kubelink2 through kubelink1", func() {
+		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2, you are 192.168.0.11:")
+		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3, you are 192.168.0.11:")
+		expectEcho(t, k3, echo["kubelink2"], "echo from kubelink2, you are 192.168.0.13:")
+		expectEcho(t, k3, echo["kubelink1"], "echo from kubelink1, you are 192.168.0.13:")
 	})
 
-	m.Step("b: DNS through kubelink1's kubelink DNS", func() {
+	m.Step("b: DNS through the kubelink DNS of kubelink1 (node) and kubelink2 (pod behind the router)", func() {
 		dnsIP := k1.Value("dns.serviceIP")
 		a := dig(t, k1, dnsIP, "echo.default.svc.kubelink2.kubelink", "A")
 		if !strings.Contains(a, echo["kubelink2"]) || !strings.Contains(a, "status: NOERROR") {
@@ -207,13 +365,122 @@ func TestMeshInABox(t *testing.T) {
 		if !strings.Contains(srv, "echo.default.svc.kubelink2.kubelink.") || strings.Contains(srv, "cluster.local") {
 			t.Fatalf("SRV target not rewritten into the mesh domain:\n%s", srv)
 		}
-		local := dig(t, k1, dnsIP, "kubelink2.kubelink", "A")
-		if !strings.Contains(local, strings.SplitN(members[1].linkAddress, "/", 2)[0]) {
-			t.Fatalf("cluster record:\n%s", local)
+		if out := dig(t, k1, dnsIP, "kubelink2.kubelink", "A"); !strings.Contains(out, k2Addr) {
+			t.Fatalf("cluster record:\n%s", out)
+		}
+		// Over the bridge: kubelink3's cluster DNS answers kubelink1's.
+		if out := dig(t, k1, dnsIP, "echo.default.svc.kubelink3.kubelink", "A"); !strings.Contains(out, echo["kubelink3"]) {
+			t.Fatalf("A answer through the bridge lacks %s:\n%s", echo["kubelink3"], out)
+		}
+		// kubelink2's kubelink DNS runs in a pod: its queries to the other
+		// clusters' DNS take the router's route to the gateway pod, which
+		// SNATs them to the link address.
+		dns2 := k2.Value("dns.serviceIP")
+		if out := dig(t, k2, dns2, "echo.default.svc.kubelink1.kubelink", "A"); !strings.Contains(out, echo["kubelink1"]) {
+			t.Fatalf("kubelink2's DNS for kubelink1's echo:\n%s", out)
+		}
+		if out := dig(t, k2, dns2, "echo.default.svc.kubelink3.kubelink", "A"); !strings.Contains(out, echo["kubelink3"]) {
+			t.Fatalf("kubelink2's DNS for kubelink3's echo (relayed):\n%s", out)
 		}
 	})
 
-	m.Step("e: gateway of kubelink2 dies and comes back", func() {
+	m.Step("c: router and MeshServices of kubelink2's pod-mode gateway", func() {
+		gw := k2.PodIP("kubelink-broker")
+		// The router routes the mesh and the remote service CIDRs (the
+		// relayed kubelink3's too; kubelink4 has none) to the gateway pod.
+		waitFor(t, 30*time.Second, func() error {
+			got := routes(t, k2.Exec, "98")
+			for _, dst := range []string{"192.168.0.0/24", "100.64.0.0/20", "100.64.32.0/20"} {
+				if !strings.Contains(got, dst+" via "+gw+" ") {
+					return fmt.Errorf("kubelink2's node lacks the router's route %s via %s:\n%s", dst, gw, got)
+				}
+			}
+			if n := strings.Count(got, "\n"); n != 3 {
+				return fmt.Errorf("kubelink2's node has %d router routes, want 3:\n%s", n, got)
+			}
+			return nil
+		}, k2)
+		// Where the gateway is on the node (node mode), the router knows
+		// and routes nothing: the broker's device routes serve the node.
+		for _, c := range []*Cluster{k1, k3, k4} {
+			waitFor(t, 30*time.Second, func() error {
+				if got := routes(t, c.Exec, "98"); got != "" {
+					return fmt.Errorf("%s: router routes on a gateway node:\n%s", c.Name, got)
+				}
+				out, err := c.Exec(ctx, "curl", "-sS", "--max-time", "3", "http://127.0.0.1:"+c.Value("router.httpPort")+"/metrics")
+				if err != nil || !strings.Contains(out, `state="local"`) {
+					return fmt.Errorf("%s: router does not report a local gateway: %v", c.Name, err)
+				}
+				return nil
+			}, c)
+		}
+		// The node's own traffic takes the router's route and leaves the
+		// gateway pod SNATed to the link address.
+		expectEcho(t, k2, echo["kubelink1"], "echo from kubelink1, you are "+k2Addr+":")
+		expectEcho(t, k2, echo["kubelink3"], "echo from kubelink3, you are "+k2Addr+":")
+
+		for name, want := range map[string]v1alpha1.MeshServiceTarget{
+			"echo-vip":  {Address: meshVIP},
+			"echo-port": {Address: k2Addr, Port: meshPort},
+		} {
+			waitFor(t, 30*time.Second, func() error {
+				ms, err := k2.meshService(t, "default", name)
+				if err != nil {
+					return err
+				}
+				if ms.Status.State != v1alpha1.StateOK {
+					return fmt.Errorf("MeshService %s: %s %q", name, ms.Status.State, ms.Status.Message)
+				}
+				for _, tg := range ms.Status.Targets {
+					if tg.Address == want.Address && (want.Port == 0 || tg.Port == want.Port) && slices.ContainsFunc(tg.Targets, func(s string) bool {
+						return strings.HasPrefix(s, echo["kubelink2"])
+					}) {
+						return nil
+					}
+				}
+				return fmt.Errorf("MeshService %s: targets %+v, want %s:%d to the echo Service %s", name, ms.Status.Targets, want.Address, want.Port, echo["kubelink2"])
+			}, k2)
+		}
+		out, err := k2.Env.Kubectl(ctx, "get", "msvc", "-A", "-o", "wide")
+		if err != nil || strings.Count(out, " Ok ") != 2 {
+			t.Fatalf("kubectl get msvc in kubelink2: %q %v", out, err)
+		}
+		t.Logf("kubelink2: kubectl get msvc -A -o wide\n%s", out)
+		vip, port := "http://"+meshVIP+"/", fmt.Sprintf("http://%s:%d/", k2Addr, meshPort)
+		for _, c := range []*Cluster{k1, k3} {
+			expectURL(t, c, vip, "echo from kubelink2")
+			expectURL(t, c, port, "echo from kubelink2")
+		}
+	})
+
+	m.Step("g: kubelink4 shares kubelink2's service CIDR and meets it only through MeshServices", func() {
+		vip, port := "http://"+meshVIP+"/", fmt.Sprintf("http://%s:%d/", k2Addr, meshPort)
+		expectURL(t, k4, vip, "echo from kubelink2")
+		expectURL(t, k4, port, "echo from kubelink2")
+		// kubelink2's echo ClusterIP is kubelink4's own address range: it
+		// leads to kubelink4's echo (the same ClusterIP), never across.
+		expectEcho(t, k4, echo["kubelink2"], "echo from kubelink4, you are ")
+		cidr := tm.byName["kubelink2"].serviceCIDR
+		if got := routes(t, k4.Exec, "97"); strings.Contains(got, cidr) || !strings.Contains(got, meshVIP+" dev ") {
+			t.Fatalf("kubelink4's gateway routes:\n%s\nwant %s/32 and no %s", got, meshVIP, cidr)
+		}
+		if got := routes(t, func(ctx context.Context, args ...string) (string, error) {
+			return k2.ExecPod(ctx, "kubelink-broker", args...)
+		}, "97"); strings.Contains(got, cidr) {
+			t.Fatalf("kubelink2's gateway routes its own service CIDR into the tunnel:\n%s", got)
+		}
+		if l := k2.KubeLinks()["kubelink4"]; l == nil || valueAt(l.Object, "spec.cidr") != "" {
+			t.Fatalf("kubelink2's KubeLink for kubelink4 must have no cidr: %v", l)
+		}
+		// kubelink1 never learns about kubelink4: the same ClusterIP is
+		// kubelink2's there.
+		if _, ok := k1.KubeLinks()["kubelink4"]; ok {
+			t.Fatalf("kubelink1 has a KubeLink for kubelink4")
+		}
+		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2, you are 192.168.0.11:")
+	})
+
+	m.Step("e: gateway of kubelink2 (pod mode) dies and comes back", func() {
 		k2.StopWorkload(brokerName(t, k2), syscall.SIGKILL)
 		killed := time.Now()
 		waitFor(t, 90*time.Second, func() error {
@@ -238,16 +505,14 @@ func TestMeshInABox(t *testing.T) {
 			return nil
 		}, k1)
 		t.Logf("kubelink2 Up again %s after the gateway restart", time.Since(restarted).Round(time.Millisecond))
-		if out := curl(t, k1, echo["kubelink2"]); !strings.Contains(out, "echo from kubelink2") {
-			t.Fatalf("traffic did not resume: %q", out)
-		}
+		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2")
+		expectURL(t, k1, "http://"+meshVIP+"/", "echo from kubelink2")
 	})
 
 	m.Step("f: kubelink1's apiserver is down", func() {
 		k1.Env.StopAPIServer()
-		if out := curl(t, k1, echo["kubelink2"]); !strings.Contains(out, "echo from kubelink2") {
-			t.Fatalf("tunnel broke without the apiserver: %q", out)
-		}
+		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2")
+		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3")
 		if out := dig(t, k1, k1.Value("dns.serviceIP"), "echo.default.svc.kubelink2.kubelink", "A"); !strings.Contains(out, echo["kubelink2"]) {
 			t.Fatalf("DNS broke without the apiserver:\n%s", out)
 		}
@@ -267,9 +532,25 @@ func TestMeshInABox(t *testing.T) {
 
 	var lines []string
 	for _, s := range m.Timings {
-		lines = append(lines, fmt.Sprintf("  %-70s %8s", s.Name, s.D.Round(time.Millisecond)))
+		lines = append(lines, fmt.Sprintf("  %-100s %8s", s.Name, s.D.Round(time.Millisecond)))
 	}
 	t.Logf("e2e summary (%s total):\n%s", time.Since(began).Round(time.Second), strings.Join(lines, "\n"))
+}
+
+// addrOf is the address of an address/prefix.
+func addrOf(prefix string) string { return strings.SplitN(prefix, "/", 2)[0] }
+
+// routes lists the routes of an rtnetlink protocol (97: the broker's
+// device routes, 98: the router's) in a namespace.
+func routes(t *testing.T, run func(ctx context.Context, args ...string) (string, error), proto string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := run(ctx, "ip", "route", "show", "proto", proto)
+	if err != nil {
+		t.Fatalf("ip route: %v: %s", err, out)
+	}
+	return out
 }
 
 func startAll(t *testing.T, c *Cluster) {
@@ -310,15 +591,30 @@ func linkState(t *testing.T, c *Cluster, name string) string {
 	return s
 }
 
-func curl(t *testing.T, c *Cluster, ip string) string {
+func curl(t *testing.T, c *Cluster, u string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := c.Exec(ctx, "curl", "-sS", "--max-time", "5", "--retry", "3", "--retry-all-errors", "http://"+ip+"/")
+	out, err := c.Exec(ctx, "curl", "-sS", "--max-time", "5", "--retry", "3", "--retry-all-errors", u)
 	if err != nil {
-		t.Fatalf("curl %s from %s: %v: %s", ip, c.Name, err, out)
+		t.Fatalf("curl %s from %s: %v: %s", u, c.Name, err, out)
 	}
 	return out
+}
+
+// expectURL fetches a URL from the cluster's node and wants want in the
+// answer.
+func expectURL(t *testing.T, c *Cluster, u, want string) {
+	t.Helper()
+	if out := curl(t, c, u); !strings.Contains(out, want) {
+		t.Fatalf("curl %s from %s: %q, want %q", u, c.Name, out, want)
+	}
+}
+
+// expectEcho fetches an echo Service by ClusterIP.
+func expectEcho(t *testing.T, c *Cluster, ip, want string) {
+	t.Helper()
+	expectURL(t, c, "http://"+ip+"/", want)
 }
 
 func dig(t *testing.T, c *Cluster, server, name, qtype string) string {

@@ -1,8 +1,10 @@
 // Package e2e runs kubelink as a whole on one machine: simulated clusters,
 // each a network namespace with its own etcd + kube-apiserver, the chart
 // installed into it with bin/helm, and the chart's workloads run as
-// processes from the installed objects (there is no kubelet). The clusters'
-// gateways reach each other over an "internet" bridge namespace.
+// processes from the installed objects (there is no kubelet), recorded as
+// Pod objects; pods without hostNetwork may get network namespaces of their
+// own (podnet.go). The clusters' gateways reach each other over an
+// "internet" bridge namespace.
 package e2e
 
 import (
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -61,32 +64,52 @@ func RequireBinaries(t testing.TB) Binaries {
 // ClusterConfig describes one simulated cluster.
 type ClusterConfig struct {
 	Name string
-	// Values are helm values files, later ones override earlier ones.
-	Values []string
-	// Overrides are written to one more values file, applied last.
-	Overrides map[string]any
-	// PublicIP is the gateway's address on the internet bridge (/24).
+	// PublicIP is the node's address on the internet bridge (/24).
 	PublicIP string
 	// Hosts maps names (e.g. gateway endpoints) to addresses for the
-	// cluster's resolver (/etc/netns/<ns>/hosts).
+	// cluster's resolver (/etc/netns/<ns>/hosts), on the node and in its
+	// pods.
 	Hosts map[string]string
+	// PodCIDR is the node's pod range (e.g. 100.96.2.0/24). When set, pods
+	// without hostNetwork get their own network namespace with an address
+	// from it, as a CNI plugin would give them; when empty, every pod
+	// shares the node's namespace.
+	PodCIDR string
 }
 
-// Cluster is one running simulated cluster.
+// Cluster is one running simulated cluster: one node (network namespace
+// NS) with its own apiserver.
 type Cluster struct {
 	Name     string
 	NS       string
 	PublicIP string
 	Env      *testenv.Env
 	Client   kubernetes.Interface
-	// Values are the chart values as helm computed them.
+	// Values are the chart values of the main release as helm computed them.
 	Values map[string]any
 
-	m     *Mesh
-	dir   string
-	mu    sync.Mutex
-	procs map[string][]*netns.Proc
-	stops map[string]chan struct{}
+	m       *Mesh
+	dir     string
+	hosts   string
+	podCIDR netip.Prefix
+	mu      sync.Mutex
+	procs   map[string][]*netns.Proc
+	stops   map[string]chan struct{}
+	// pods are the workloads' pods by workload name; podNets counts the
+	// pod network namespaces made so far.
+	pods    map[string]*podInfo
+	podNets int
+	// nat are the rules of the node's nat table (the CNI's masquerade and
+	// the kube-proxy stand-in's DNAT).
+	nat []string
+}
+
+// podInfo is a workload's (single) pod on the node.
+type podInfo struct {
+	name string
+	ns   string // network namespace: the node's or its own
+	ip   string
+	tmpl *corev1.PodTemplateSpec
 }
 
 // Mesh is a set of simulated clusters on one internet.
@@ -103,6 +126,7 @@ type Mesh struct {
 	mu      sync.Mutex
 	created []string // host paths made for mount points and /etc/netns
 	servers []func()
+	stopped bool // stopClusters ran
 }
 
 // Timing is one named duration.
@@ -171,11 +195,13 @@ func (m *Mesh) mkdirHost(path string) {
 	m.mu.Unlock()
 }
 
-// AddCluster builds the cluster's namespace and apiserver and installs the
-// chart; StartWorkloads runs it.
+// AddCluster builds the cluster's node: its network namespace on the
+// internet bridge, its hosts file and, with a pod CIDR, the node's side of
+// the pod network. StartAPI, Install and StartWorkload follow.
 func (m *Mesh) AddCluster(cfg ClusterConfig) *Cluster {
 	m.t.Helper()
-	c := &Cluster{Name: cfg.Name, PublicIP: cfg.PublicIP, m: m, dir: filepath.Join(m.dir, cfg.Name), procs: map[string][]*netns.Proc{}, stops: map[string]chan struct{}{}}
+	c := &Cluster{Name: cfg.Name, PublicIP: cfg.PublicIP, m: m, dir: filepath.Join(m.dir, cfg.Name),
+		procs: map[string][]*netns.Proc{}, stops: map[string]chan struct{}{}, pods: map[string]*podInfo{}}
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		m.t.Fatal(err)
 	}
@@ -184,20 +210,45 @@ func (m *Mesh) AddCluster(cfg ClusterConfig) *Cluster {
 	m.Lab.Attach(m.inet, "p-"+cfg.Name, "br0")
 	m.Lab.Forwarding(c.NS)
 	if len(cfg.Hosts) > 0 {
-		// `ip netns exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts.
-		d := filepath.Join("/etc/netns", c.NS)
-		m.mkdirHost(d)
+		names := make([]string, 0, len(cfg.Hosts))
+		for name := range cfg.Hosts {
+			names = append(names, name)
+		}
+		sort.Strings(names)
 		var b strings.Builder
 		b.WriteString("127.0.0.1 localhost\n")
-		for name, ip := range cfg.Hosts {
-			fmt.Fprintf(&b, "%s %s\n", ip, name)
+		for _, name := range names {
+			fmt.Fprintf(&b, "%s %s\n", cfg.Hosts[name], name)
 		}
-		if err := os.WriteFile(filepath.Join(d, "hosts"), []byte(b.String()), 0o644); err != nil {
-			m.t.Fatal(err)
+		c.hosts = b.String()
+		c.writeHosts(c.NS)
+	}
+	if cfg.PodCIDR != "" {
+		p, err := netip.ParsePrefix(cfg.PodCIDR)
+		if err != nil {
+			m.t.Fatalf("pod CIDR of %s: %v", cfg.Name, err)
 		}
+		c.podCIDR = p.Masked()
+		// The CNI's part on the node: pods reach the internet with the
+		// node's address.
+		c.addNAT(fmt.Sprintf("postrouting ip saddr %s oifname \"eth0\" masquerade", c.podCIDR))
 	}
 	m.Clusters[c.Name] = c
 	return c
+}
+
+// writeHosts gives a network namespace the cluster's hosts file (`ip netns
+// exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts).
+func (c *Cluster) writeHosts(ns string) {
+	c.m.t.Helper()
+	if c.hosts == "" {
+		return
+	}
+	d := filepath.Join("/etc/netns", ns)
+	c.m.mkdirHost(d)
+	if err := os.WriteFile(filepath.Join(d, "hosts"), []byte(c.hosts), 0o644); err != nil {
+		c.m.t.Fatal(err)
+	}
 }
 
 // StartAPI starts the cluster's apiserver inside its namespace with the
@@ -210,6 +261,50 @@ func (c *Cluster) StartAPI(serviceCIDR string) {
 		Dial:        netns.DialContext(c.NS),
 	})
 	c.Client = c.Env.Client()
+	// Registered after the apiserver's cleanup, so it runs before it: the
+	// workloads shut down gracefully while the API is still there (a
+	// broker releases its Lease, a router removes its routes) instead of
+	// waiting for a dead apiserver until they are killed.
+	c.m.t.Cleanup(c.m.stopClusters)
+}
+
+// stopClusters ends the workloads of all clusters, then their apiservers,
+// each stage in parallel (teardown would otherwise wait for every graceful
+// shutdown in turn). Later calls find nothing left to stop.
+func (m *Mesh) stopClusters() {
+	m.mu.Lock()
+	done := m.stopped
+	m.stopped = true
+	m.mu.Unlock()
+	if done {
+		return
+	}
+	began := time.Now()
+	clusters := make([]*Cluster, 0, len(m.Clusters))
+	for _, c := range m.Clusters {
+		clusters = append(clusters, c)
+	}
+	parallel := func(fn func(c *Cluster)) {
+		var wg sync.WaitGroup
+		for _, c := range clusters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fn(c)
+			}()
+		}
+		wg.Wait()
+	}
+	parallel(func(c *Cluster) { c.stopAll() })
+	stopped := time.Now()
+	parallel(func(c *Cluster) {
+		if c.Env != nil {
+			c.Env.Stop() // idempotent: testenv's own cleanup finds nothing left
+		}
+	})
+	if len(clusters) > 0 {
+		m.t.Logf("teardown: workloads stopped in %s, apiservers in %s", stopped.Sub(began).Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
+	}
 }
 
 // Helm runs bin/helm inside the cluster's namespace against its apiserver.
@@ -225,11 +320,18 @@ func (c *Cluster) Helm(args ...string) string {
 	return string(out)
 }
 
-// Install installs the chart with the cluster's values files plus
-// overrides, and reads back the computed values.
+// Install installs the chart as release "kubelink" with the cluster's
+// values files plus overrides, and reads back the computed values.
 func (c *Cluster) Install(values []string, overrides map[string]any) {
 	c.m.t.Helper()
-	args := []string{"install", "kubelink", filepath.Join(testenv.RepoRoot(), "chart", "kubelink"), "-n", "kubelink", "--create-namespace"}
+	c.Values = c.InstallRelease("kubelink", values, overrides)
+}
+
+// InstallRelease installs the chart as another release into namespace
+// kubelink (e.g. an additional broker) and returns its computed values.
+func (c *Cluster) InstallRelease(release string, values []string, overrides map[string]any) map[string]any {
+	c.m.t.Helper()
+	args := []string{"install", release, filepath.Join(testenv.RepoRoot(), "chart", "kubelink"), "-n", "kubelink", "--create-namespace"}
 	for _, v := range values {
 		args = append(args, "-f", v)
 	}
@@ -238,22 +340,26 @@ func (c *Cluster) Install(values []string, overrides map[string]any) {
 		if err != nil {
 			c.m.t.Fatal(err)
 		}
-		f := filepath.Join(c.dir, "overrides.yaml")
+		f := filepath.Join(c.dir, release+"-overrides.yaml")
 		if err := os.WriteFile(f, b, 0o600); err != nil {
 			c.m.t.Fatal(err)
 		}
 		args = append(args, "-f", f)
 	}
 	c.Helm(args...)
-	out := c.Helm("get", "values", "kubelink", "-n", "kubelink", "--all", "-o", "json")
-	if err := json.Unmarshal([]byte(out), &c.Values); err != nil {
+	out := c.Helm("get", "values", release, "-n", "kubelink", "--all", "-o", "json")
+	var v map[string]any
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		c.m.t.Fatalf("helm get values: %v", err)
 	}
+	return v
 }
 
 // Value reads a dotted path of the computed values ("" if absent).
-func (c *Cluster) Value(path string) string {
-	var cur any = c.Values
+func (c *Cluster) Value(path string) string { return valueAt(c.Values, path) }
+
+func valueAt(v map[string]any, path string) string {
+	var cur any = v
 	for _, p := range strings.Split(path, ".") {
 		mp, ok := cur.(map[string]any)
 		if !ok {
@@ -305,15 +411,15 @@ func (c *Cluster) StartClusterDNS() {
 	if err := os.WriteFile(f, []byte(corefile), 0o600); err != nil {
 		c.m.t.Fatal(err)
 	}
-	c.start("cluster-dns", nil, c.m.Bin.CoreDNS, "-conf", f)
+	c.start(c.NS, "cluster-dns", nil, c.m.Bin.CoreDNS, "-conf", f)
 }
 
-func (c *Cluster) start(name string, env []string, argv ...string) *netns.Proc {
+func (c *Cluster) start(ns, name string, env []string, argv ...string) *netns.Proc {
 	log, err := os.OpenFile(filepath.Join(c.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		c.m.t.Fatal(err)
 	}
-	p := c.m.Lab.Start(c.NS, c.Name+"/"+name, env, log, argv...)
+	p := c.m.Lab.Start(ns, c.Name+"/"+name, env, log, argv...)
 	c.mu.Lock()
 	c.procs[name] = append(c.procs[name], p)
 	c.mu.Unlock()
@@ -344,33 +450,82 @@ func (m *Mesh) binaryFor(image string) (string, error) {
 	return "", fmt.Errorf("no local binary for image %s", image)
 }
 
-// StartWorkload runs the pods of an installed Deployment or DaemonSet (one
-// replica: the simulated cluster has one node).
+// StartWorkload runs the pod of an installed Deployment or DaemonSet (one
+// replica: the simulated cluster has one node) and records it as a Pod
+// object, as the scheduler and the kubelet would: other components (the
+// router) find the gateway through it. A pod keeps its name, network
+// namespace and address across restarts.
 func (c *Cluster) StartWorkload(kind, namespace, name string) {
 	c.m.t.Helper()
-	host := PodHost{NodeName: c.Name + "-node", HostIP: c.PublicIP, PodIP: c.PublicIP, Binary: c.m.binaryFor}
-	u, _ := url(c.Env.URL)
-	pods, err := podsOf(context.Background(), c.Client, host, caOf(c.Env), u.host, u.port, c.dir, kind, namespace, name)
+	ctx := context.Background()
+	tmpl, err := templateOf(ctx, c.Client, kind, namespace, name)
 	if err != nil {
+		c.m.t.Fatal(err)
+	}
+	c.mu.Lock()
+	pi := c.pods[name]
+	c.mu.Unlock()
+	if pi == nil {
+		pi = &podInfo{name: name + "-0", ns: c.NS, ip: c.PublicIP}
+		if !tmpl.Spec.HostNetwork && c.podCIDR.IsValid() {
+			pi.ns, pi.ip = c.podNetwork(pi.name)
+		}
+		c.mu.Lock()
+		c.pods[name] = pi
+		c.mu.Unlock()
+	}
+	pi.tmpl = tmpl
+	host := PodHost{NodeName: c.Name, HostIP: c.PublicIP, PodIP: pi.ip, Binary: c.m.binaryFor}
+	u, _ := url(c.Env.URL)
+	pods, err := podsOf(ctx, c.Client, host, caOf(c.Env), u.host, u.port, c.dir, namespace, pi.name, tmpl)
+	if err != nil {
+		c.m.t.Fatal(err)
+	}
+	if err := c.recordPod(ctx, namespace, pi); err != nil {
 		c.m.t.Fatal(err)
 	}
 	for _, p := range pods {
 		for _, mp := range p.mountPoints() {
 			c.m.mkdirHost(mp)
 		}
-		c.supervise(name+"-"+p.Container, p.Env, p.shellCommand())
+		c.supervise(pi.ns, name+"-"+p.Container, p.Env, p.shellCommand())
 	}
+}
+
+// PodIP is the address of a workload's pod (the node's for hostNetwork
+// pods and for clusters without a pod network).
+func (c *Cluster) PodIP(workload string) string {
+	c.m.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pi := c.pods[workload]
+	if pi == nil {
+		c.m.t.Fatalf("%s: no pod of workload %s", c.Name, workload)
+	}
+	return pi.ip
+}
+
+// PodNS is the network namespace of a workload's pod.
+func (c *Cluster) PodNS(workload string) string {
+	c.m.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pi := c.pods[workload]
+	if pi == nil {
+		c.m.t.Fatalf("%s: no pod of workload %s", c.Name, workload)
+	}
+	return pi.ns
 }
 
 // supervise runs a pod's process and restarts it when it exits, as the
 // kubelet does with restartPolicy Always (e.g. a broker that lost its
 // Lease exits and comes back as a candidate), until StopWorkload.
-func (c *Cluster) supervise(name string, env, argv []string) {
+func (c *Cluster) supervise(ns, name string, env, argv []string) {
 	stopped := make(chan struct{})
 	c.mu.Lock()
 	c.stops[name] = stopped
 	c.mu.Unlock()
-	p := c.start(name, env, argv...)
+	p := c.start(ns, name, env, argv...)
 	go func() {
 		backoff := time.Second
 		for p != nil {
@@ -387,14 +542,14 @@ func (c *Cluster) supervise(name string, env, argv []string) {
 			if backoff < 10*time.Second {
 				backoff *= 2
 			}
-			p = c.restart(name, stopped, env, argv)
+			p = c.restart(ns, name, stopped, env, argv)
 		}
 	}()
 }
 
 // restart starts the process again unless its workload was stopped
 // meanwhile (checked under the lock StopWorkload takes).
-func (c *Cluster) restart(name string, stopped chan struct{}, env, argv []string) *netns.Proc {
+func (c *Cluster) restart(ns, name string, stopped chan struct{}, env, argv []string) *netns.Proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stops[name] != stopped {
@@ -404,7 +559,7 @@ func (c *Cluster) restart(name string, stopped chan struct{}, env, argv []string
 	if err != nil {
 		return nil
 	}
-	p := c.m.Lab.Start(c.NS, c.Name+"/"+name, env, log, argv...)
+	p := c.m.Lab.Start(ns, c.Name+"/"+name, env, log, argv...)
 	c.procs[name] = append(c.procs[name], p)
 	return p
 }
@@ -420,8 +575,31 @@ func (c *Cluster) stopSupervisors() {
 	}
 }
 
+// stopAll ends every process of the cluster at once with SIGTERM (each is
+// killed if it has not exited 10 s later).
+func (c *Cluster) stopAll() {
+	c.stopSupervisors()
+	c.mu.Lock()
+	var procs []*netns.Proc
+	for k, ps := range c.procs {
+		procs = append(procs, ps...)
+		delete(c.procs, k)
+	}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Kill(syscall.SIGTERM)
+		}()
+	}
+	wg.Wait()
+}
+
 // StopWorkload kills a workload's processes (SIGKILL: a crash, not a
-// graceful shutdown).
+// graceful shutdown). The pod (object, namespace, address) stays, as a
+// crashed container's does.
 func (c *Cluster) StopWorkload(name string, sig syscall.Signal) {
 	c.mu.Lock()
 	var procs []*netns.Proc
@@ -453,15 +631,16 @@ func url(u string) (hostPort, error) {
 
 func caOf(e *testenv.Env) []byte { return e.Config.TLSClientConfig.CAData }
 
-// ServeHTTP creates a ClusterIP Service and serves it from the node: the
+// ServeHTTP creates a ClusterIP Service (with the given ClusterIP, or one
+// the apiserver allocates when empty) and serves it from the node: the
 // address on loopback, an HTTP server naming the cluster (the stand-in for
 // kube-proxy and the backend pods).
-func (c *Cluster) ServeHTTP(namespace, name string) string {
+func (c *Cluster) ServeHTTP(namespace, name, clusterIP string) string {
 	c.m.t.Helper()
 	ctx := context.Background()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		Spec: corev1.ServiceSpec{ClusterIP: clusterIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
 			Selector: map[string]string{"app": name}},
 	}
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
@@ -488,7 +667,7 @@ func (c *Cluster) ServeHTTP(namespace, name string) string {
 }
 
 // Forward is a kube-proxy stand-in for one Service port: it accepts on
-// ip:port (UDP and TCP) inside the namespace and relays to target.
+// ip:port (UDP and TCP) inside the node's namespace and relays to target.
 func (c *Cluster) Forward(ip string, port int, target string) {
 	c.m.t.Helper()
 	c.AddLoopback(ip)
@@ -521,9 +700,19 @@ func (c *Cluster) KubeLinks() map[string]*unstructured.Unstructured {
 	return out
 }
 
-// Exec runs a command inside the cluster's namespace (the client's view).
+// Exec runs a command inside the cluster's node namespace (a client on the
+// host network).
 func (c *Cluster) Exec(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.NS}, args...)...)
+	return execIn(ctx, c.NS, args...)
+}
+
+// ExecPod runs a command inside the network namespace of a workload's pod.
+func (c *Cluster) ExecPod(ctx context.Context, workload string, args ...string) (string, error) {
+	return execIn(ctx, c.PodNS(workload), args...)
+}
+
+func execIn(ctx context.Context, ns string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -22,7 +22,6 @@ import (
 
 // Pod is a container of an installed workload, ready to run.
 type Pod struct {
-	Workload  string // Deployment/DaemonSet name
 	Name      string // pod name given to the downward API
 	Container string
 	Image     string
@@ -43,37 +42,41 @@ type PodHost struct {
 	Binary func(image string) (string, error)
 }
 
-// podsOf reads every container of a workload's pod template.
-func podsOf(ctx context.Context, c kubernetes.Interface, host PodHost, restCA []byte, apiHost, apiPort, workdir, kind, namespace, name string) ([]*Pod, error) {
-	var tmpl corev1.PodTemplateSpec
+// templateOf reads the pod template of a Deployment or DaemonSet.
+func templateOf(ctx context.Context, c kubernetes.Interface, kind, namespace, name string) (*corev1.PodTemplateSpec, error) {
 	switch kind {
 	case "Deployment":
 		d, err := c.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("reading deployment %s/%s: %w", namespace, name, err)
 		}
-		tmpl = d.Spec.Template
+		return &d.Spec.Template, nil
 	case "DaemonSet":
 		d, err := c.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("reading daemonset %s/%s: %w", namespace, name, err)
 		}
-		tmpl = d.Spec.Template
-	default:
-		return nil, fmt.Errorf("unsupported workload kind %s", kind)
+		return &d.Spec.Template, nil
 	}
-	podName := name + "-0"
+	return nil, fmt.Errorf("unsupported workload kind %s", kind)
+}
+
+// podsOf turns every container of a workload's pod template into a
+// runnable process description. workdir holds the volumes; hostPath
+// directories live below workdir/node-root (each simulated node has its
+// own), device files stay the host's.
+func podsOf(ctx context.Context, c kubernetes.Interface, host PodHost, restCA []byte, apiHost, apiPort, workdir, namespace, podName string, tmpl *corev1.PodTemplateSpec) ([]*Pod, error) {
 	dir := filepath.Join(workdir, namespace+"-"+podName)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	volumes, err := materializeVolumes(ctx, c, namespace, tmpl.Spec, restCA, dir)
+	volumes, err := materializeVolumes(ctx, c, namespace, tmpl.Spec, restCA, dir, filepath.Join(workdir, "node-root"))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s/%s: %w", kind, namespace, name, err)
+		return nil, fmt.Errorf("pod %s/%s: %w", namespace, podName, err)
 	}
 	var out []*Pod
 	for _, ctr := range tmpl.Spec.Containers {
-		p := &Pod{Workload: name, Name: podName, Container: ctr.Name, Image: ctr.Image, Mounts: map[string]string{}}
+		p := &Pod{Name: podName, Container: ctr.Name, Image: ctr.Image, Mounts: map[string]string{}}
 		env := map[string]string{
 			"KUBERNETES_SERVICE_HOST": apiHost,
 			"KUBERNETES_SERVICE_PORT": apiPort,
@@ -82,7 +85,7 @@ func podsOf(ctx context.Context, c kubernetes.Interface, host PodHost, restCA []
 		for _, e := range ctr.Env {
 			v, err := envValue(ctx, c, namespace, podName, host, tmpl.Spec, e)
 			if err != nil {
-				return nil, fmt.Errorf("%s %s container %s env %s: %w", kind, name, ctr.Name, e.Name, err)
+				return nil, fmt.Errorf("pod %s container %s env %s: %w", podName, ctr.Name, e.Name, err)
 			}
 			env[e.Name] = expand(v, env)
 		}
@@ -182,8 +185,9 @@ func envValue(ctx context.Context, c kubernetes.Interface, ns, podName string, h
 }
 
 // materializeVolumes writes configMap, secret and projected (service account
-// token) volumes into directories under dir.
-func materializeVolumes(ctx context.Context, c kubernetes.Interface, ns string, spec corev1.PodSpec, ca []byte, dir string) (map[string]string, error) {
+// token) volumes into directories under dir; hostPath directories are
+// directories under nodeRoot.
+func materializeVolumes(ctx context.Context, c kubernetes.Interface, ns string, spec corev1.PodSpec, ca []byte, dir, nodeRoot string) (map[string]string, error) {
 	out := map[string]string{}
 	write := func(vol string, files map[string][]byte) (string, error) {
 		d := filepath.Join(dir, "vol-"+vol)
@@ -245,8 +249,20 @@ func materializeVolumes(ctx context.Context, c kubernetes.Interface, ns string, 
 					files[src.ServiceAccountToken.Path] = sa["token"]
 				}
 			}
+		case v.HostPath != nil:
+			if !hostPathIsDirectory(v.HostPath) {
+				continue // a device or socket: the host's own
+			}
+			// The node's own directory: several simulated nodes on one
+			// host must not share state such as the router's datafile.
+			d := filepath.Join(nodeRoot, filepath.Clean("/"+v.HostPath.Path))
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("hostPath volume %s: %w", v.Name, err)
+			}
+			out[v.Name] = d
+			continue
 		default:
-			continue // hostPath and friends: the host's own
+			continue // not simulated
 		}
 		d, err := write(v.Name, files)
 		if err != nil {
@@ -255,6 +271,21 @@ func materializeVolumes(ctx context.Context, c kubernetes.Interface, ns string, 
 		out[v.Name] = d
 	}
 	return out, nil
+}
+
+// hostPathIsDirectory reports whether a hostPath volume is a directory
+// (to be simulated per node) rather than a device, socket or file.
+func hostPathIsDirectory(h *corev1.HostPathVolumeSource) bool {
+	if h.Type != nil {
+		switch *h.Type {
+		case corev1.HostPathDirectory, corev1.HostPathDirectoryOrCreate:
+			return true
+		case corev1.HostPathUnset:
+		default:
+			return false
+		}
+	}
+	return !strings.HasPrefix(h.Path, "/dev/")
 }
 
 func selectItems(files map[string][]byte, items []corev1.KeyToPath) map[string][]byte {

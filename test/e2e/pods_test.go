@@ -59,9 +59,13 @@ func TestPodsOf(t *testing.T) {
 							{Name: "NODE_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 							{Name: "NS", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 						},
-						VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/coredns"}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/coredns"}, {Name: "data", MountPath: "/var/lib/kubelink"}, {Name: "tun", MountPath: "/dev/net/tun"}},
 					}},
-					Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "corefile"}}}}},
+					Volumes: []corev1.Volume{
+						{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "corefile"}}}},
+						{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/kubelink", Type: ptr(corev1.HostPathDirectoryOrCreate)}}},
+						{Name: "tun", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/dev/net/tun", Type: ptr(corev1.HostPathCharDev)}}},
+					},
 				},
 			},
 		},
@@ -70,7 +74,12 @@ func TestPodsOf(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := PodHost{NodeName: "node1", HostIP: "10.250.0.5", Binary: func(image string) (string, error) { return "/bin/coredns-" + strings.SplitN(image, ":", 2)[0][9:], nil }}
-	pods, err := podsOf(ctx, c, host, []byte("CA"), "127.0.0.1", "6443", t.TempDir(), "Deployment", "kubelink", "dns")
+	tmpl, err := templateOf(ctx, c, "Deployment", "kubelink", "dns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	pods, err := podsOf(ctx, c, host, []byte("CA"), "127.0.0.1", "6443", work, "kubelink", "dns-0", tmpl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +104,11 @@ func TestPodsOf(t *testing.T) {
 	if err != nil || len(token) < 100 {
 		t.Fatalf("service account token: %v", err)
 	}
-	if mp := p.mountPoints(); strings.Join(mp, ",") != "/etc/coredns,"+serviceAccountMountPath {
+	// A hostPath directory is the simulated node's own; a device is the host's.
+	if got := p.Mounts["/var/lib/kubelink"]; got != filepath.Join(work, "node-root", "var", "lib", "kubelink") {
+		t.Fatalf("hostPath directory mounted from %q", got)
+	}
+	if mp := p.mountPoints(); strings.Join(mp, ",") != "/etc/coredns,/var/lib/kubelink,"+serviceAccountMountPath {
 		t.Fatalf("mount points %v", mp)
 	}
 	cmd := p.shellCommand()
@@ -114,3 +127,5 @@ func TestShellCommandShadowedBinary(t *testing.T) {
 		t.Fatalf("shell command\n%s\nwant\n%s", cmd, want)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
