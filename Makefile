@@ -184,7 +184,7 @@ test: testenv build images
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v $(E2E_PKG) 2>&1 | grep -vE '^\s+(I|E|W)[0-9]{4} |^\s+\[INFO\]'
 
 .PHONY: e2e
-e2e: ## root: the mesh-in-a-box end-to-end test (two simulated clusters)
+e2e: ## root: the mesh-in-a-box end-to-end test (four simulated clusters: WireGuard, TLS bridge, pod mode with MeshServices, overlapping service CIDRs)
 e2e: testenv build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v -run TestMeshInABox $(E2E_PKG)
 
