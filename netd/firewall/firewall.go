@@ -6,8 +6,11 @@
 //
 //	filter-forward  filter, forward, priority filter (0): iifname <dev> jump fw-links
 //	filter-input    filter, input,   priority filter (0): iifname <dev> jump fw-links
-//	fw-links        ct state established,related accept, then one rule per
-//	                source prefix, longest prefix first: ip saddr <p> jump fw-<n>
+//	fw-links        ct state established,related accept, then
+//	                ip saddr vmap { <p> : jump fw-<n>, ... } when no restricted
+//	                source prefix overlaps another (the mesh library ensures
+//	                that for usable links), else one rule per source prefix,
+//	                longest prefix first: ip saddr <p> jump fw-<n>
 //	fw-<n>          one ingress list: denies (drop), allows (accept), then
 //	                drop (list with allows) or accept (deny-only list)
 //
@@ -216,17 +219,22 @@ func Chains(device string, links []Link) []nftable.Chain {
 	}
 
 	disp := nftable.Chain{Name: ChainLinks, Rules: make([]nftable.Rule, 0, len(entries)+1)}
-	disp.Rules = append(disp.Rules, nftable.Rule{
-		Comment: "replies and established connections",
-		Exprs: []expr.Any{
-			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-				Xor:  binaryutil.NativeEndian.PutUint32(0)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		},
-	})
+	disp.Rules = append(disp.Rules, established())
+	if vm, ok := sourceMap(entries2(len(entries), func(i int) (netip.Prefix, int) { return entries[i].p, chainOf[entries[i].link] })); ok {
+		// Disjoint sources (what the mesh library guarantees for usable
+		// links): one lookup in an interval verdict map instead of a rule
+		// per prefix — at mesh scale hundreds of rules fewer to load on
+		// every table replacement and to walk per new connection.
+		disp.Sets = []nftable.Set{vm}
+		disp.Rules = append(disp.Rules, nftable.Rule{
+			Comment: "by source prefix",
+			Exprs: []expr.Any{
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+				&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: vm.Name},
+			},
+		})
+		return append(chains, append([]nftable.Chain{disp}, baseChains(device)...)...)
+	}
 	for i, e := range entries {
 		if i > 0 && entries[i-1].p == e.p {
 			continue // identical prefix: the first link by name has it
@@ -249,7 +257,94 @@ func Chains(device string, links []Link) []nftable.Chain {
 		})
 	}
 	chains = append(chains, disp)
+	return append(chains, baseChains(device)...)
+}
 
+func established() nftable.Rule {
+	return nftable.Rule{
+		Comment: "replies and established connections",
+		Exprs: []expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+				Xor:  binaryutil.NativeEndian.PutUint32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		},
+	}
+}
+
+type source struct {
+	p     netip.Prefix
+	chain int // -1: unrestricted
+}
+
+func entries2(n int, at func(i int) (netip.Prefix, int)) []source {
+	out := make([]source, 0, n)
+	for i := 0; i < n; i++ {
+		p, c := at(i)
+		if len(out) > 0 && out[len(out)-1].p == p {
+			continue // identical prefix: the first link by name has it
+		}
+		out = append(out, source{p, c})
+	}
+	return out
+}
+
+// sourceMap returns the interval verdict map source prefix → jump fw-<n>
+// when no restricted prefix overlaps another prefix (what the mesh library
+// guarantees for usable links); unrestricted prefixes then need no entry.
+// Otherwise the dispatch needs ordered rules, longest prefix first.
+func sourceMap(srcs []source) (nftable.Set, bool) {
+	sorted := append([]source(nil), srcs...)
+	sort.Slice(sorted, func(i, j int) bool {
+		a, b := sorted[i].p, sorted[j].p
+		if a.Addr() != b.Addr() {
+			return a.Addr().Less(b.Addr())
+		}
+		return a.Bits() < b.Bits()
+	})
+	// Sweep: cover is the prefix seen so far that reaches farthest; a
+	// prefix overlapping it lies inside it.
+	var restricted []source
+	cover := -1
+	for i, s := range sorted {
+		if cover >= 0 && sorted[cover].p.Overlaps(s.p) {
+			if s.chain >= 0 || sorted[cover].chain >= 0 {
+				return nftable.Set{}, false
+			}
+		} else {
+			cover = i
+		}
+		if s.chain >= 0 {
+			restricted = append(restricted, s)
+		}
+	}
+	set := nftable.Set{Name: ChainLinks + "-sources", Anonymous: true, Interval: true, IsMap: true,
+		KeyType: nftables.TypeIPAddr, DataType: nftables.TypeVerdict}
+	for i, s := range restricted {
+		start := s.p.Masked().Addr().As4()
+		set.Elements = append(set.Elements, nftables.SetElement{Key: start[:],
+			VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chainName(s.chain)}})
+		end := lastAddr(s.p).Next()
+		if !end.IsValid() || i+1 < len(restricted) && restricted[i+1].p.Masked().Addr() == end {
+			continue // the range ends at the top or where the next begins
+		}
+		e := end.As4()
+		set.Elements = append(set.Elements, nftables.SetElement{Key: e[:], IntervalEnd: true})
+	}
+	return set, true
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func baseChains(device string) []nftable.Chain {
+	var chains []nftable.Chain
 	for _, b := range []struct {
 		name string
 		hook *nftables.ChainHook

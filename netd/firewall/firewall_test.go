@@ -49,13 +49,52 @@ func render(t *testing.T, chains []nftable.Chain) string {
 		}
 		b.WriteString("\n")
 		for _, r := range ch.Rules {
-			b.WriteString("  " + renderRule(t, r.Exprs) + " # " + r.Comment + "\n")
+			b.WriteString("  " + renderRule(t, r.Exprs, ch.Sets) + " # " + r.Comment + "\n")
 		}
 	}
 	return b.String()
 }
 
-func renderRule(t *testing.T, exprs []expr.Any) string {
+// renderMap prints an interval verdict map as nft lists it.
+func renderMap(t *testing.T, set nftable.Set) string {
+	t.Helper()
+	if !set.Interval || !set.IsMap || set.KeyType != nftables.TypeIPAddr || set.DataType != nftables.TypeVerdict {
+		t.Fatalf("unexpected set %+v", set)
+	}
+	var items []string
+	for i, e := range set.Elements {
+		if e.IntervalEnd {
+			continue
+		}
+		start := netip.AddrFrom4([4]byte(e.Key))
+		// The range ends before the next element (an end or the next
+		// start), or at the top of the address space.
+		last := netip.MustParseAddr("255.255.255.255")
+		if i+1 < len(set.Elements) {
+			last = netip.AddrFrom4([4]byte(set.Elements[i+1].Key)).Prev()
+		}
+		p := prefixOf(t, start, last)
+		items = append(items, fmt.Sprintf("%s : jump %s", p, e.VerdictData.Chain))
+	}
+	return "vmap { " + strings.Join(items, ", ") + " }"
+}
+
+func prefixOf(t *testing.T, first, last netip.Addr) netip.Prefix {
+	t.Helper()
+	for bits := 0; bits <= 32; bits++ {
+		p := netip.PrefixFrom(first, bits)
+		if p.Masked().Addr() != first {
+			continue
+		}
+		if lastAddr(p) == last {
+			return p
+		}
+	}
+	t.Fatalf("range %s-%s is not a prefix", first, last)
+	return netip.Prefix{}
+}
+
+func renderRule(t *testing.T, exprs []expr.Any, sets []nftable.Set) string {
 	t.Helper()
 	var parts []string
 	var subject string
@@ -106,6 +145,11 @@ func renderRule(t *testing.T, exprs []expr.Any) string {
 			default:
 				t.Fatalf("unexpected cmp %+v after %q", e, subject)
 			}
+		case *expr.Lookup:
+			if subject != "ip saddr" || e.DestRegister != 0 || !e.IsDestRegSet || len(sets) != 1 || sets[0].Name != e.SetName {
+				t.Fatalf("unexpected lookup %+v after %q", e, subject)
+			}
+			parts = append(parts, "ip saddr "+renderMap(t, sets[0]))
 		case *expr.Verdict:
 			switch e.Kind {
 			case expr.VerdictAccept:
@@ -145,8 +189,19 @@ func TestChains(t *testing.T) {
   ct original ip daddr 100.64.0.10/32 accept # ingress m--b: allow 100.64.0.10/32
   ct original ip daddr 10.0.0.0/8 accept # ingress m--b: allow 10.0.0.0/8
   drop # ingress m--b: not allowed
-|  ip saddr 192.168.0.2/32 jump fw-0 # from m--b
-  ip saddr 100.64.16.0/20 jump fw-0 # from m--b
+|  ip saddr vmap { 100.64.16.0/20 : jump fw-0, 192.168.0.2/32 : jump fw-0 } # by source prefix
+`,
+	}, {
+		name: "adjacent and unrestricted disjoint sources: one map, no entry for the unrestricted",
+		links: []Link{
+			{Name: "a", Sources: prefixes("10.0.0.0/25"), Ingress: rules("!100.64.0.0/24")},
+			{Name: "b", Sources: prefixes("10.0.0.128/25", "255.255.255.0/24"), Ingress: rules("!100.64.0.0/24")},
+			{Name: "free", Sources: prefixes("10.0.1.0/24")},
+		},
+		want: `chain fw-0
+  ct original ip daddr 100.64.0.0/24 drop # ingress a (+1 links): deny 100.64.0.0/24
+  accept # ingress a (+1 links): not denied
+|  ip saddr vmap { 10.0.0.0/25 : jump fw-0, 10.0.0.128/25 : jump fw-0, 255.255.255.0/24 : jump fw-0 } # by source prefix
 `,
 	}, {
 		name:  "deny only",
@@ -154,7 +209,7 @@ func TestChains(t *testing.T) {
 		want: `chain fw-0
   ct original ip daddr 100.64.0.0/24 drop # ingress m--b: deny 100.64.0.0/24
   accept # ingress m--b: not denied
-|  ip saddr 192.168.0.2/32 jump fw-0 # from m--b
+|  ip saddr vmap { 192.168.0.2/32 : jump fw-0 } # by source prefix
 `,
 	}, {
 		name: "mixed: denies first, whatever the order",
@@ -165,7 +220,7 @@ func TestChains(t *testing.T) {
   ct original ip daddr 100.64.3.0/25 drop # ingress m--b: deny 100.64.3.0/25
   ct original ip daddr 100.64.0.0/20 accept # ingress m--b: allow 100.64.0.0/20
   drop # ingress m--b: not allowed
-|  ip saddr 192.168.0.2/32 jump fw-0 # from m--b
+|  ip saddr vmap { 192.168.0.2/32 : jump fw-0 } # by source prefix
 `,
 	}, {
 		name: "shared list, unrestricted link inside a restricted prefix, longest prefix first",
@@ -209,7 +264,7 @@ chain fw-1
 		},
 		want: `chain fw-0
   drop # ingress a: not allowed
-|  ip saddr 10.1.0.0/16 jump fw-0 # from a
+|  ip saddr vmap { 10.1.0.0/16 : jump fw-0 } # by source prefix
 `,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,10 +349,10 @@ func TestDeterministic(t *testing.T) {
 			t.Fatalf("input order changed the chains:\n%s\nwant:\n%s", render(t, got), render(t, want))
 		}
 	}
-	// 40 own lists + dispatch + 2 base chains; 3 sources per link plus the
-	// established rule.
-	if len(want) != 43 || len(want[40].Rules) != 121 {
-		t.Fatalf("%d chains, %d dispatch rules", len(want), len(want[40].Rules))
+	// 40 own lists + dispatch + 2 base chains; the established rule and
+	// one map lookup over the 3 disjoint sources of each link.
+	if len(want) != 43 || len(want[40].Rules) != 2 || strings.Count(render(t, want[40:41]), " : jump fw-") != 120 {
+		t.Fatalf("%d chains, %d dispatch rules:\n%s", len(want), len(want[40].Rules), render(t, want[40:41]))
 	}
 }
 

@@ -46,9 +46,12 @@ type Set struct {
 	// the lookups in the same transaction.
 	Name      string
 	Anonymous bool
-	IsMap     bool
-	KeyType   nftables.SetDatatype
-	DataType  nftables.SetDatatype
+	// Interval keys are ranges: each range is an element at its start and
+	// one flagged IntervalEnd after its end.
+	Interval bool
+	IsMap    bool
+	KeyType  nftables.SetDatatype
+	DataType nftables.SetDatatype
 	// KeyByteOrder tells nft how to show integer keys.
 	KeyByteOrder binaryutil.ByteOrder
 	Elements     []nftables.SetElement
@@ -107,10 +110,16 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	c.DelTable(tbl)
 	if len(chains) > 0 {
 		c.AddTable(tbl)
+		// Chains first: verdict maps may jump to them. Then sets, which
+		// rules look up. Then the rules.
+		ncs := make([]*nftables.Chain, len(chains))
+		for i, ch := range chains {
+			ncs[i] = c.AddChain(&nftables.Chain{Name: ch.Name, Table: tbl, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority})
+		}
 		ids := map[string]setRef{}
 		for _, ch := range chains {
 			for _, st := range ch.Sets {
-				ns := &nftables.Set{Table: tbl, Name: st.Name, Anonymous: st.Anonymous, Constant: true, IsMap: st.IsMap,
+				ns := &nftables.Set{Table: tbl, Name: st.Name, Anonymous: st.Anonymous, Constant: true, Interval: st.Interval, IsMap: st.IsMap,
 					KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
 				if err := c.AddSet(ns, st.Elements); err != nil {
 					return false, fmt.Errorf("nftables set %s: %w", st.Name, err)
@@ -118,10 +127,9 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 				ids[st.Name] = setRef{ns.Name, ns.ID}
 			}
 		}
-		for _, ch := range chains {
-			nc := c.AddChain(&nftables.Chain{Name: ch.Name, Table: tbl, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority})
+		for i, ch := range chains {
 			for _, r := range ch.Rules {
-				nr := &nftables.Rule{Table: tbl, Chain: nc, Exprs: withSetIDs(r.Exprs, ids)}
+				nr := &nftables.Rule{Table: tbl, Chain: ncs[i], Exprs: withSetIDs(r.Exprs, ids)}
 				if r.Comment != "" {
 					nr.UserData = userComment(r.Comment)
 				}
