@@ -80,7 +80,7 @@ build: netd
 .PHONY: bench-netd
 bench-netd: ## root: broker reconcile at 250 links / 1000 MeshServices on the real kernel (not part of make test)
 	$(GO) build -o $(BIN)/benchnetd ./test/netd/benchnetd
-	$(BIN)/benchnetd
+	$(BIN)/benchnetd $(BENCH_NETD_ARGS)
 
 .PHONY: bench-tunnel
 bench-tunnel: netd testenv ## root, iperf3: raw veth vs bare wireguard-go vs netd wireguard vs netd bridge (not part of make test)
