@@ -30,10 +30,11 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, `usage: netd <command> [flags]
 
 commands:
-  broker   run the cluster's mesh gateway (tunnels, routes, SNAT, link status)
-  router   route this node's mesh traffic to the active gateway (DaemonSet)
-  keygen   print a new WireGuard key pair
-  version  print the version
+  broker     run the cluster's mesh gateway (tunnels, routes, SNAT, link status)
+  router     route this node's mesh traffic to the active gateway (DaemonSet)
+  ipforward  enable IPv4 forwarding in this network namespace (init container of a pod-mode gateway)
+  keygen     print a new WireGuard key pair
+  version    print the version
 
 netd broker -h and netd router -h list their flags.`)
 }
@@ -96,6 +97,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Error("netd router failed", "err", err)
 			return 1
 		}
+		return 0
+	case "ipforward":
+		// The init container of a pod-mode gateway: containers see
+		// /proc/sys read-only, a privileged init container does not.
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+			fmt.Fprintln(stderr, "netd ipforward:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "net.ipv4.ip_forward = 1")
 		return 0
 	case "-h", "--help", "help":
 		usage(stdout)

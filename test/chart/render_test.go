@@ -555,6 +555,36 @@ dns: {serviceIP: ""}
 		}
 	})
 
+	t.Run("pod mode: IPv4 forwarding by init container, sysctl or not at all", func(t *testing.T) {
+		spec := func(ipForward string) map[string]any {
+			objs, _ := render(t, c, merge(base, parseValues(t, "broker: {podMode: true, ipForward: "+ipForward+"}")))
+			d := find(t, objs, "Deployment", "kubelink-broker")
+			s, _, _ := unstructured.NestedMap(d.Object, "spec", "template", "spec")
+			return s
+		}
+		s := spec("initContainer")
+		ics, _ := s["initContainers"].([]any)
+		if len(ics) != 1 {
+			t.Fatalf("initContainers %v", s["initContainers"])
+		}
+		ic := ics[0].(map[string]any)
+		if fmt.Sprint(ic["args"]) != "[ipforward]" || fmt.Sprint(ic["securityContext"].(map[string]any)["privileged"]) != "true" {
+			t.Errorf("init container %v", ic)
+		}
+		if s := spec("sysctl"); s["initContainers"] != nil || !strings.Contains(toYAML(s["securityContext"]), "net.ipv4.ip_forward") {
+			t.Errorf("sysctl: %v", s["securityContext"])
+		}
+		if s := spec("none"); s["initContainers"] != nil || strings.Contains(toYAML(s["securityContext"]), "sysctls") {
+			t.Errorf("none: %v", s)
+		}
+		// Node mode never touches the node's sysctl from the chart.
+		objs, _ := render(t, c, merge(base, parseValues(t, "broker: {podMode: false}")))
+		d := find(t, objs, "Deployment", "kubelink-broker")
+		if s, _, _ := unstructured.NestedMap(d.Object, "spec", "template", "spec"); s["initContainers"] != nil {
+			t.Errorf("node mode with an init container")
+		}
+	})
+
 	t.Run("cert-manager bridge", func(t *testing.T) {
 		objs, _ := render(t, c, merge(base, parseValues(t, `
 broker:

@@ -148,3 +148,20 @@ func TestDataplaneIdempotent(t *testing.T) {
 		t.Errorf("netd touched another table:\n%s\n---\n%s", foreign, got)
 	}
 }
+
+// TestIPForward: `netd ipforward`, the init container of a pod-mode
+// gateway, turns on forwarding in its own network namespace only.
+func TestIPForward(t *testing.T) {
+	lab := netns.New(t, "ipf")
+	ns := lab.NS("pod")
+	bin := buildNetd(t)
+	if got := strings.TrimSpace(lab.In(ns, "cat", "/proc/sys/net/ipv4/ip_forward")); got != "0" {
+		t.Skipf("a new namespace starts with ip_forward=%s here; nothing to prove", got)
+	}
+	if out := lab.In(ns, bin, "ipforward"); !strings.Contains(out, "net.ipv4.ip_forward = 1") {
+		t.Fatalf("netd ipforward: %q", out)
+	}
+	if got := strings.TrimSpace(lab.In(ns, "cat", "/proc/sys/net/ipv4/ip_forward")); got != "1" {
+		t.Fatalf("ip_forward in the pod namespace: %s", got)
+	}
+}
