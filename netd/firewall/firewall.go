@@ -358,7 +358,7 @@ func baseChains(device string) []nftable.Chain {
 				Comment: "per-link ingress firewall",
 				Exprs: []expr.Any{
 					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(device)},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftable.IfName(device)},
 					&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainLinks},
 				},
 			}},
@@ -460,10 +460,4 @@ func mask(bits int) []byte {
 		m[i/8] |= 0x80 >> (i % 8)
 	}
 	return m
-}
-
-func ifname(n string) []byte {
-	b := make([]byte, 16)
-	copy(b, n)
-	return b
 }

@@ -43,7 +43,7 @@ func Clamp(device string) nftable.Chain {
 			// The encoding nft 1.0 generates for the rule above.
 			Exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(device)},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftable.IfName(device)},
 				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
 				// The flags byte at offset 13 of the TCP header.
@@ -63,9 +63,3 @@ const (
 	tcpSYN = 0x02
 	tcpRST = 0x04
 )
-
-func ifname(n string) []byte {
-	b := make([]byte, 16)
-	copy(b, n)
-	return b
-}

@@ -160,7 +160,7 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 				&expr.Lookup{SourceRegister: 1, SetName: setMasq},
 				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(device)},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: nftable.IfName(device)},
 				&expr.Masq{},
 			},
 		}},

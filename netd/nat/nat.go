@@ -53,7 +53,7 @@ func SNAT(device string, mappings []Mapping) nftable.Chain {
 				Comment: "source " + a.String() + " for everything into the tunnel",
 				Exprs: []expr.Any{
 					&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(device)},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftable.IfName(device)},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 					&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: b[:]},
 					&expr.Immediate{Register: 1, Data: b[:]},
@@ -75,7 +75,7 @@ func SNAT(device string, mappings []Mapping) nftable.Chain {
 			Comment: "snat " + dst.String() + " to " + m.Address.String(),
 			Exprs: []expr.Any{
 				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(device)},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftable.IfName(device)},
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net4[:]},
@@ -87,12 +87,6 @@ func SNAT(device string, mappings []Mapping) nftable.Chain {
 		})
 	}
 	return ch
-}
-
-func ifname(n string) []byte {
-	b := make([]byte, 16)
-	copy(b, n)
-	return b
 }
 
 func netipMask(bits int) []byte {

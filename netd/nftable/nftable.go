@@ -145,6 +145,14 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	return true, nil
 }
 
+// IfName is an interface name as nftables compares it (meta iifname and
+// oifname load 16 bytes, zero padded).
+func IfName(n string) []byte {
+	b := make([]byte, 16)
+	copy(b, n)
+	return b
+}
+
 func (t *Table) name() string {
 	if t.Name == "" {
 		return TableName
