@@ -57,47 +57,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: %s\npublicKey: %s\n", broker.SecretKeyWireGuard, k, k.Public())
 		return 0
 	case "broker":
-		fs := flag.NewFlagSet("netd broker", flag.ContinueOnError)
-		fs.SetOutput(stderr)
 		cfg := &broker.Config{}
-		cfg.Flags(fs)
-		if err := fs.Parse(args[1:]); err != nil {
-			return 2
-		}
-		level := slog.LevelInfo
-		if cfg.Verbose {
-			level = slog.LevelDebug
-		}
-		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-		log.Info("netd broker starting", "version", version, "mode", cfg.Mode)
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		defer stop()
-		if err := broker.Run(ctx, cfg, log); err != nil {
-			log.Error("netd broker failed", "err", err)
-			return 1
-		}
-		return 0
+		return daemon("broker", args[1:], stderr, cfg.Flags, &cfg.Verbose,
+			func(ctx context.Context, log *slog.Logger) error { return broker.Run(ctx, cfg, log) },
+			func() []any { return []any{"mode", cfg.Mode} })
 	case "router":
-		fs := flag.NewFlagSet("netd router", flag.ContinueOnError)
-		fs.SetOutput(stderr)
 		cfg := &router.Config{}
-		cfg.Flags(fs)
-		if err := fs.Parse(args[1:]); err != nil {
-			return 2
-		}
-		level := slog.LevelInfo
-		if cfg.Verbose {
-			level = slog.LevelDebug
-		}
-		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-		log.Info("netd router starting", "version", version, "ipip", cfg.IPIP)
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-		defer stop()
-		if err := router.Run(ctx, cfg, log); err != nil {
-			log.Error("netd router failed", "err", err)
-			return 1
-		}
-		return 0
+		return daemon("router", args[1:], stderr, cfg.Flags, &cfg.Verbose,
+			func(ctx context.Context, log *slog.Logger) error { return router.Run(ctx, cfg, log) },
+			func() []any { return []any{"ipip", cfg.IPIP} })
 	case "ipforward":
 		// The init container of a pod-mode gateway: containers see
 		// /proc/sys read-only, a privileged init container does not.
@@ -114,4 +82,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "netd: unknown command %q\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// daemon runs one of netd's long-running roles: flags, a logger (debug
+// with -v), and the role until SIGINT or SIGTERM. attrs are logged at the
+// start.
+func daemon(role string, args []string, stderr io.Writer, flags func(*flag.FlagSet), verbose *bool,
+	run func(context.Context, *slog.Logger) error, attrs func() []any) int {
+	fs := flag.NewFlagSet("netd "+role, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log.Info("netd "+role+" starting", append([]any{"version", version}, attrs()...)...)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error("netd "+role+" failed", "err", err)
+		return 1
+	}
+	return 0
 }

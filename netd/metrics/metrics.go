@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -113,11 +114,18 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 // Serve serves /metrics, /healthz and /readyz on addr until ctx ends.
 func (m *Metrics) Serve(ctx context.Context, addr string) error {
+	return Serve(ctx, addr, m.Registry, &m.ready, nil)
+}
+
+// Serve serves a registry's /metrics, /healthz (the process serves) and
+// /readyz (ready is set) on addr until ctx ends; both roles of netd use it.
+// Serving errors after the start go to log (nil: standard output).
+func Serve(ctx context.Context, addr string, reg prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !m.ready.Load() {
+		if !ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
@@ -136,7 +144,10 @@ func (m *Metrics) Serve(ctx context.Context, addr string) error {
 	}()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Printf("metrics server: %v\n", err)
+			if log == nil {
+				log = slog.Default()
+			}
+			log.Error("metrics server", "err", err)
 		}
 	}()
 	return nil
