@@ -18,6 +18,35 @@ import (
 	"github.com/kubelink/kubelink/test/netns"
 )
 
+// publicKey is a fresh WireGuard public key for a peer's KubeLink.
+func publicKey(t *testing.T) string {
+	t.Helper()
+	k, err := wgkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public().String()
+}
+
+// wireGuardIn opens the embedded WireGuard device of cfg inside ns (its
+// TUN and socket stay there) and closes it at the end of the test.
+func wireGuardIn(t *testing.T, ns string, cfg *broker.Config) *wireguard.Device {
+	t.Helper()
+	key, err := wgkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dev *wireguard.Device
+	if err := netns.Do(ns, func() error {
+		dev, err = wireguard.New(wireguard.Options{Name: cfg.IfceName, ListenPort: cfg.BrokerPort, PrivateKey: key, Keepalive: cfg.Keepalive})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dev.Close() })
+	return dev
+}
+
 // TestDataplaneIdempotent runs the broker's dataplane (the code every
 // reconcile calls) 100 times over the same links and MeshServices in a
 // fresh namespace: the nftables table and the routes stay byte-identical,
@@ -31,14 +60,10 @@ func TestDataplaneIdempotent(t *testing.T) {
 
 	var links []*v1alpha1.KubeLink
 	for i := 0; i < 20; i++ {
-		k, err := wgkey.Generate()
-		if err != nil {
-			t.Fatal(err)
-		}
 		links = append(links, &v1alpha1.KubeLink{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("c%02d", i)},
 			Spec: v1alpha1.KubeLinkSpec{ClusterAddress: fmt.Sprintf("192.168.0.%d/24", i+2), CIDR: fmt.Sprintf("100.65.%d.0/24", i),
-				Endpoint: fmt.Sprintf("127.0.0.%d:8777", i+2), PublicKey: k.Public().String(), Ingress: []string{"100.64.0.0/16", "!100.64.9.0/24"}},
+				Endpoint: fmt.Sprintf("127.0.0.%d:8777", i+2), PublicKey: publicKey(t), Ingress: []string{"100.64.0.0/16", "!100.64.9.0/24"}},
 		})
 	}
 	svcs := map[string]*corev1.Service{}
@@ -66,18 +91,7 @@ func TestDataplaneIdempotent(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	key, err := wgkey.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dev *wireguard.Device
-	if err := netns.Do(ns, func() error {
-		dev, err = wireguard.New(wireguard.Options{Name: "kubelink", ListenPort: cfg.BrokerPort, PrivateKey: key, Keepalive: cfg.Keepalive})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = dev.Close() })
+	dev := wireGuardIn(t, ns, cfg)
 	reconcile := func(dp *broker.Dataplane) {
 		t.Helper()
 		if err := netns.Do(ns, func() error {

@@ -12,7 +12,6 @@ import (
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/broker"
 	"github.com/kubelink/kubelink/netd/tunnel/wireguard"
-	"github.com/kubelink/kubelink/netd/wgkey"
 	"github.com/kubelink/kubelink/test/netns"
 )
 
@@ -29,14 +28,10 @@ func TestSiblingBrokers(t *testing.T) {
 
 	var links []*v1alpha1.KubeLink
 	for i, name := range []string{"kubelink2", "kubelink3"} {
-		k, err := wgkey.Generate()
-		if err != nil {
-			t.Fatal(err)
-		}
 		links = append(links, &v1alpha1.KubeLink{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: v1alpha1.KubeLinkSpec{ClusterAddress: fmt.Sprintf("192.168.0.%d/24", 12+i), CIDR: fmt.Sprintf("100.64.%d.0/20", 16*(i+1)),
-				Endpoint: fmt.Sprintf("127.0.0.%d:8777", 2+i), PublicKey: k.Public().String()},
+				Endpoint: fmt.Sprintf("127.0.0.%d:8777", 2+i), PublicKey: publicKey(t)},
 		})
 	}
 	type sibling struct {
@@ -51,18 +46,7 @@ func TestSiblingBrokers(t *testing.T) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		key, err := wgkey.Generate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var dev *wireguard.Device
-		if err := netns.Do(ns, func() error {
-			dev, err = wireguard.New(wireguard.Options{Name: s.dev, ListenPort: cfg.BrokerPort, PrivateKey: key, Keepalive: cfg.Keepalive})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = dev.Close() })
+		dev := wireGuardIn(t, ns, cfg)
 		sibs = append(sibs, sibling{broker.NewDataplane(cfg, dev), dev})
 	}
 	reconcileAll := func() {
