@@ -161,7 +161,7 @@ func bringUp(t *testing.T) *testMesh {
 		"kubelink3": {direct("kubelink1"), relayed("kubelink2", "kubelink1", "egress", vip)},
 		"kubelink4": {direct("kubelink2", "cidr", nil, "egress", vip)},
 	}
-	ca, err := NewMeshCA()
+	ca, err := testenv.NewCA("kubelink e2e mesh CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,12 +185,12 @@ func bringUp(t *testing.T) *testMesh {
 					StringData: map[string]string{"WireguardPrivateKey": mb.priv}})
 			}
 			if mb.name == "kubelink1" || mb.name == "kubelink3" {
-				crt, key, err := ca.Issue(gwHost(mb.name))
+				crt, key, err := ca.Gateway(gwHost(mb.name))
 				if err != nil {
 					t.Fatal(err)
 				}
 				secrets = append(secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "kubelink-tls", Namespace: "kubelink"}, Type: corev1.SecretTypeTLS,
-					Data: map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": ca.PEM}})
+					Data: map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": ca.PEM()}})
 			}
 			for _, s := range secrets {
 				if _, err := c.Client.CoreV1().Secrets("kubelink").Create(ctx, s, metav1.CreateOptions{}); err != nil {

@@ -15,20 +15,22 @@ import (
 	"time"
 )
 
-// pki is the throw-away PKI of one test apiserver.
-type pki struct {
-	caCert *x509.Certificate
-	caKey  *ecdsa.PrivateKey
+// CA is a throw-away certificate authority: a test apiserver's PKI, and
+// the gateways' bridge certificates in the netd, bench and e2e tests.
+type CA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
 }
 
-func newPKI() (*pki, error) {
+// NewCA creates a CA valid for a day.
+func NewCA(name string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "kubelink-testenv-ca"},
+		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -41,21 +43,21 @@ func newPKI() (*pki, error) {
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parsing CA certificate: %w", err)
 	}
-	return &pki{caCert: cert, caKey: key}, nil
+	return &CA{cert: cert, key: key}, nil
 }
 
-// issue signs a leaf certificate; hosts go into the SANs of server
-// certificates, org into the subject of client certificates.
-func (p *pki) issue(cn string, org []string, hosts []string, server bool) (certPEM, keyPEM []byte, err error) {
+// Issue signs a leaf certificate for cn: hosts (names or IPs) go into its
+// SANs, org into its subject, usages say server and/or client.
+func (ca *CA) Issue(cn string, org, hosts []string, usages ...x509.ExtKeyUsage) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("generating key for %s: %w", cn, err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("serial for %s: %w", cn, err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -63,32 +65,37 @@ func (p *pki) issue(cn string, org []string, hosts []string, server bool) (certP
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
 	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		for _, h := range hosts {
-			if ip := net.ParseIP(h); ip != nil {
-				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-			} else {
-				tmpl.DNSNames = append(tmpl.DNSNames, h)
-			}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.caCert, &key.PublicKey, p.caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("signing certificate for %s: %w", cn, err)
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("encoding key for %s: %w", cn, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }
 
-func (p *pki) caPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.caCert.Raw})
+// Gateway issues a bridge gateway's certificate: host (the KubeLink
+// endpoint host that names it) as CN and SAN, for server and client auth
+// (both sides of the mutual TLS).
+func (ca *CA) Gateway(host string) (certPEM, keyPEM []byte, err error) {
+	return ca.Issue(host, nil, []string{host}, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// PEM is the CA certificate (a TLS secret's ca.crt).
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
 }
 
 // writeServiceAccountKey writes the key pair the apiserver signs and

@@ -7,6 +7,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -165,11 +166,11 @@ func New(dir string, opts Options) (*Env, error) {
 }
 
 func (e *Env) prepare() error {
-	p, err := newPKI()
+	p, err := NewCA("kubelink-testenv-ca")
 	if err != nil {
 		return err
 	}
-	e.caPEM = p.caPEM()
+	e.caPEM = p.PEM()
 	write := func(name string, data []byte) (string, error) {
 		path := filepath.Join(e.Dir, name)
 		return path, os.WriteFile(path, data, 0o600)
@@ -179,11 +180,11 @@ func (e *Env) prepare() error {
 		return err
 	}
 	hosts := []string{e.opts.BindAddress, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}
-	serverCert, serverKey, err := p.issue("kube-apiserver", nil, hosts, true)
+	serverCert, serverKey, err := p.Issue("kube-apiserver", nil, hosts, x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return err
 	}
-	adminCert, adminKey, err := p.issue("kubelink-admin", []string{"system:masters"}, nil, false)
+	adminCert, adminKey, err := p.Issue("kubelink-admin", []string{"system:masters"}, nil, x509.ExtKeyUsageClientAuth)
 	if err != nil {
 		return err
 	}

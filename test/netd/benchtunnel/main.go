@@ -10,17 +10,10 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -391,10 +384,11 @@ func bench(netdBin string, secs int, rounds *int) error {
 	}
 
 	// 3. netd wireguard and 4. netd bridge.
-	ca, caKey, caPEM, err := newCA()
+	ca, err := testenv.NewCA("bench CA")
 	if err != nil {
 		return err
 	}
+	caPEM := ca.PEM()
 	type side struct {
 		env          *testenv.Env
 		ns, name, ip string
@@ -402,7 +396,7 @@ func bench(netdBin string, secs int, rounds *int) error {
 	}
 	sides := []side{{envA, gwA, "a", "172.31.0.1", "192.168.0.11/24", "100.64.1.0/24"}, {envB, gwB, "b", "172.31.0.2", "192.168.0.12/24", "100.64.2.0/24"}}
 	for _, s := range sides {
-		crt, key, err := issue(ca, caKey, s.ip)
+		crt, key, err := ca.Gateway(s.ip)
 		if err != nil {
 			return err
 		}
@@ -490,37 +484,4 @@ func bench(netdBin string, secs int, rounds *int) error {
 	fmt.Printf("tunnel ratios: bridge/veth=%.2f wireguard/veth=%.2f bridge/wireguard=%.2f wireguard/bare=%.2f\n",
 		br/veth, wg/veth, br/wg, wg/bareWG)
 	return nil
-}
-
-func newCA() (*x509.Certificate, *ecdsa.PrivateKey, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	c, err := x509.ParseCertificate(der)
-	return c, key, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), err
-}
-
-func issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, ip string) ([]byte, []byte, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: ip}, IPAddresses: []net.IP{net.ParseIP(ip)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), err
 }
