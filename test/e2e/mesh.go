@@ -494,19 +494,12 @@ func (c *Cluster) StartWorkload(kind, namespace, name string) {
 
 // PodIP is the address of a workload's pod (the node's for hostNetwork
 // pods and for clusters without a pod network).
-func (c *Cluster) PodIP(workload string) string {
-	c.m.t.Helper()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	pi := c.pods[workload]
-	if pi == nil {
-		c.m.t.Fatalf("%s: no pod of workload %s", c.Name, workload)
-	}
-	return pi.ip
-}
+func (c *Cluster) PodIP(workload string) string { return c.podOf(workload).ip }
 
 // PodNS is the network namespace of a workload's pod.
-func (c *Cluster) PodNS(workload string) string {
+func (c *Cluster) PodNS(workload string) string { return c.podOf(workload).ns }
+
+func (c *Cluster) podOf(workload string) *podInfo {
 	c.m.t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -514,7 +507,7 @@ func (c *Cluster) PodNS(workload string) string {
 	if pi == nil {
 		c.m.t.Fatalf("%s: no pod of workload %s", c.Name, workload)
 	}
-	return pi.ns
+	return pi
 }
 
 // supervise runs a pod's process and restarts it when it exits, as the
