@@ -17,6 +17,7 @@ import (
 	"github.com/kubelink/kubelink/netd/nat"
 	"github.com/kubelink/kubelink/netd/nftable"
 	"github.com/kubelink/kubelink/test/netns"
+	"github.com/kubelink/kubelink/test/testenv"
 )
 
 func fwd(owner, addr, proto string, port uint16, targets ...string) nat.Forward {
@@ -82,7 +83,7 @@ func TestForwardsSkipsInvalidPlans(t *testing.T) {
 // (targets, no route back to R, so only masquerade makes replies work).
 func TestDNATKernel(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("nft not installed (Debian package nftables)")
+		testenv.SkipOrFail(t, "nft not installed (Debian package nftables)")
 	}
 	lab := netns.New(t, "dn")
 	r, g, tg := lab.NS("r"), lab.NS("g"), lab.NS("t")
