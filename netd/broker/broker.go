@@ -239,13 +239,15 @@ func (b *broker) reconcile(ctx context.Context) error {
 // records an event when it does.
 func (b *broker) updateServiceStatus(ctx context.Context, plans []*mesh.ServicePlan) error {
 	var errs []error
+	seen := make(map[string]bool, len(plans))
 	for _, p := range plans {
+		key := p.Namespace + "/" + p.Name
+		seen[key] = true
 		cur := b.services.Get(p.Namespace, p.Name)
 		if cur == nil {
 			continue
 		}
 		want := p.Status()
-		key := p.Namespace + "/" + p.Name
 		if reflect.DeepEqual(cur.Status, want) {
 			delete(b.written, key)
 			continue
@@ -265,7 +267,13 @@ func (b *broker) updateServiceStatus(ctx context.Context, plans []*mesh.ServiceP
 		}
 		cur.APIVersion, cur.Kind = v1alpha1.SchemeGroupVersion.String(), "MeshService"
 		b.recorder.Eventf(cur, typ, want.State, "MeshService %s: %s", want.State, want.Message)
-		b.log.Info("meshservice state", "meshservice", p.Namespace+"/"+p.Name, "state", want.State, "message", want.Message)
+		b.log.Info("meshservice state", "meshservice", key, "state", want.State, "message", want.Message)
+	}
+	// Forget what was written for MeshServices that are gone.
+	for key := range b.written {
+		if !seen[key] {
+			delete(b.written, key)
+		}
 	}
 	return errors.Join(errs...)
 }
