@@ -207,6 +207,14 @@ func bringUp(t *testing.T) *testMesh {
 				broker["podMode"] = false
 				broker["servedLinks"] = []string{"kubelink2"}
 			}
+			// The echo Service first: kubelink4's takes the very ClusterIP
+			// of kubelink2's, which a Service of the chart could otherwise
+			// have been given at random.
+			clusterIP := "" // allocated
+			if mb.name == "kubelink4" {
+				clusterIP = tm.echo["kubelink2"]
+			}
+			tm.echo[mb.name] = c.ServeHTTP("default", "echo", clusterIP)
 			var ls []any
 			for _, l := range links[mb.name] {
 				ls = append(ls, l)
@@ -222,11 +230,6 @@ func bringUp(t *testing.T) *testMesh {
 				})
 			}
 			c.StartClusterDNS()
-			clusterIP := "" // allocated
-			if mb.name == "kubelink4" {
-				clusterIP = tm.echo["kubelink2"] // the very ClusterIP of kubelink2's echo
-			}
-			tm.echo[mb.name] = c.ServeHTTP("default", "echo", clusterIP)
 			tm.clusters[mb.name] = c
 		}
 		for _, mb := range members {
