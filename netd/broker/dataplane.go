@@ -52,6 +52,9 @@ type Outcome struct {
 	Plans []*mesh.ServicePlan
 	// LinkErrs are per-link configuration errors (link name → message).
 	LinkErrs map[string]string
+	// Chains is netd's nftables table as this reconcile wants it; it is
+	// applied only when there is a tunnel.
+	Chains []nftable.Chain
 }
 
 // Writes counts the writes sent to the kernel and the tunnel device so far
@@ -101,7 +104,7 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 		if d.ownsNetwork() {
 			rts = append(rts, routes.Route{Dst: m.Network, Src: m.Local.Address})
 		}
-		mappings = append(mappings, nat.Mapping{Dst: m.Network, Address: m.Local.Address})
+		mappings = append(mappings, nat.Mapping{Dst: m.Network, Address: m.Local.Address, Network: m.Network})
 		locals[m.Name] = localInfo{Cluster: m.Local.Cluster, Address: netip.PrefixFrom(m.Local.Address, m.Network.Bits()), CIDR: m.Local.CIDR, DNSIP: m.Local.DNSIP, Domain: m.Local.ClusterDomain}
 	}
 	usable := set.Usable()
@@ -131,15 +134,26 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 		if !d.cfg.Serves(l.Name) || out.LinkErrs[l.Name] != "" {
 			continue
 		}
-		local := set.Meshes[l.Mesh].Local.Address
+		m := set.Meshes[l.Mesh]
+		local := m.Local.Address
 		dsts := l.Routes()
 		if !d.ownsNetwork() {
 			dsts = append(dsts, netip.PrefixFrom(l.Address, 32))
 		}
 		for _, r := range dsts {
 			rts = append(rts, routes.Route{Dst: r, Src: local})
-			mappings = append(mappings, nat.Mapping{Dst: r, Address: local})
+			mappings = append(mappings, nat.Mapping{Dst: r, Address: local, Network: m.Network})
 		}
+	}
+	// Both modes: per-link ingress firewall, MSS clamping and SNAT on the
+	// device. SNAT is needed in node mode too: pod CIDRs repeat across
+	// clusters and peers accept only link addresses; it matches only
+	// packets leaving through the device, so the node's other traffic is
+	// untouched. Pod mode adds the MeshService DNAT.
+	out.Chains = firewall.Chains(d.cfg.IfceName, firewall.FromMesh(set, d.cfg.Serves))
+	out.Chains = append(out.Chains, mss.Clamp(d.cfg.IfceName), nat.SNAT(d.cfg.IfceName, mappings))
+	if d.cfg.PodCIDR != "" {
+		out.Chains = append(out.Chains, nat.DNAT(d.cfg.IfceName, nat.Forwards(out.Plans))...)
 	}
 	if d.tun == nil {
 		return out, nil
@@ -159,15 +173,7 @@ func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, s
 	if err != nil {
 		return out, err
 	}
-	// Both modes: per-link ingress firewall and MSS clamping on the
-	// device; pod mode adds SNAT and the MeshService DNAT.
-	chains := firewall.Chains(d.cfg.IfceName, firewall.FromMesh(set, d.cfg.Serves))
-	chains = append(chains, mss.Clamp(d.cfg.IfceName))
-	if d.cfg.PodCIDR != "" {
-		chains = append(chains, nat.SNAT(d.cfg.IfceName, mappings))
-		chains = append(chains, nat.DNAT(d.cfg.IfceName, nat.Forwards(out.Plans))...)
-	}
-	if _, err := d.table.Apply(chains); err != nil {
+	if _, err := d.table.Apply(out.Chains); err != nil {
 		return out, err
 	}
 	return out, nil

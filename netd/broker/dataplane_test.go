@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/nat"
+	"github.com/kubelink/kubelink/netd/nftable"
 )
 
 // TestMeshServicesNeedPodMode: without --pod-cidr (node mode) or in mode
@@ -50,6 +54,71 @@ func TestMeshServicesNeedPodMode(t *testing.T) {
 		}
 		if st := out.Plans[0].Status(); st.State != tc.state || st.Message == "" {
 			t.Errorf("status %+v", st)
+		}
+	}
+}
+
+// TestSNATEveryMode: node mode and pod mode, WireGuard and bridge, get the
+// same SNAT chain (pod CIDRs repeat across clusters, so no pod source may
+// enter the tunnel): one rule keeping sources inside the mesh network
+// (relayed members' link addresses), unchanged when a relayed link is
+// added, at srcnat-10. Only pod mode adds the MeshService DNAT.
+func TestSNATEveryMode(t *testing.T) {
+	key := "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY="
+	links := []*v1alpha1.KubeLink{
+		{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1alpha1.KubeLinkSpec{ClusterAddress: "192.168.0.12/24", CIDR: "100.64.2.0/24", Endpoint: "127.0.0.2:8777", PublicKey: key}},
+	}
+	relayed := append(links[:1:1], &v1alpha1.KubeLink{ObjectMeta: metav1.ObjectMeta{Name: "c"},
+		Spec: v1alpha1.KubeLinkSpec{ClusterAddress: "192.168.0.13/24", CIDR: "100.64.3.0/24", GatewayLink: "b"}})
+	msvcs := []*v1alpha1.MeshService{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec:       v1alpha1.MeshServiceSpec{Service: "web", MeshAddress: "192.168.0.50"},
+	}}
+	lookup := func(ns, name string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{ClusterIP: "100.64.1.20"}}
+	}
+	chain := func(out *Outcome, name string) *nftable.Chain {
+		for i := range out.Chains {
+			if out.Chains[i].Name == name {
+				return &out.Chains[i]
+			}
+		}
+		return nil
+	}
+	var first *nftable.Chain
+	for _, mode := range []string{ModeWireGuard, ModeBridge} {
+		for _, podCIDR := range []string{"", "10.0.0.0/16"} {
+			cfg := &Config{Mode: mode, PodCIDR: podCIDR, LinkAddress: "192.168.0.11/24", ServiceCIDR: "100.64.1.0/24", IfceName: "kubelink",
+				MeshDomain: "kubelink", ClusterDomain: "cluster.local", ServedLinks: "all", Keepalive: 20 * time.Second, Identity: "t"}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			what := fmt.Sprintf("mode %s, pod CIDR %q", mode, podCIDR)
+			dp := NewDataplane(cfg, nil)
+			out, err := dp.Reconcile(context.Background(), links, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snat := chain(out, nat.ChainSNAT)
+			if snat == nil || len(snat.Rules) != 1 || !strings.Contains(snat.Rules[0].Comment, "outside 192.168.0.0/24") ||
+				*snat.Priority != *nat.SNATPriority {
+				t.Fatalf("%s: SNAT chain %+v, want one rule keeping 192.168.0.0/24 at srcnat-10", what, snat)
+			}
+			if first == nil {
+				first = snat
+			} else if !reflect.DeepEqual(first, snat) {
+				t.Errorf("%s: SNAT chain differs from the first mode's", what)
+			}
+			out, err = dp.Reconcile(context.Background(), relayed, msvcs, lookup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := chain(out, nat.ChainSNAT); !reflect.DeepEqual(first, got) {
+				t.Errorf("%s: a relayed link changed the SNAT chain: %+v", what, got)
+			}
+			if dnat := chain(out, nat.ChainDNAT); (dnat != nil) != (podCIDR != "") {
+				t.Errorf("%s: MeshService DNAT chain present: %v", what, dnat != nil)
+			}
 		}
 	}
 }
