@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubelink/kubelink/netd/broker"
 	"github.com/kubelink/kubelink/netd/router"
+	"github.com/kubelink/kubelink/netd/vxlan"
 	"github.com/kubelink/kubelink/netd/wgkey"
 )
 
@@ -32,7 +33,8 @@ func usage(w io.Writer) {
 commands:
   broker     run the cluster's mesh gateway (tunnels, routes, SNAT, link status)
   router     route this node's mesh traffic to the active gateway (DaemonSet)
-  ipforward  enable IPv4 forwarding in this network namespace (init container of a pod-mode gateway)
+  ipforward  enable IPv4 forwarding in this network namespace (init container of a pod-mode gateway);
+             --loose-rp-filter also turns strict reverse-path filtering loose (VXLAN from the routers)
   keygen     print a new WireGuard key pair
   version    print the version
 
@@ -65,16 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg := &router.Config{}
 		return daemon("router", args[1:], stderr, cfg.Flags, &cfg.Verbose,
 			func(ctx context.Context, log *slog.Logger) error { return router.Run(ctx, cfg, log) },
-			func() []any { return []any{"ipip", cfg.IPIP} })
+			func() []any { return []any{"encapsulation", cfg.Encapsulation()} })
 	case "ipforward":
-		// The init container of a pod-mode gateway: containers see
-		// /proc/sys read-only, a privileged init container does not.
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-			fmt.Fprintln(stderr, "netd ipforward:", err)
-			return 1
-		}
-		fmt.Fprintln(stdout, "net.ipv4.ip_forward = 1")
-		return 0
+		return ipforward(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		usage(stdout)
 		return 0
@@ -82,6 +77,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "netd: unknown command %q\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// ipforward is the init container of a pod-mode gateway: containers see
+// /proc/sys read-only, a privileged init container does not.
+func ipforward(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("netd ipforward", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	loose := fs.Bool("loose-rp-filter", false, "also set net.ipv4.conf.all.rp_filter=2 when it is 1 (strict): strict filtering drops the packets the broker decapsulates from the routers' VXLAN")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		fmt.Fprintln(stderr, "netd ipforward:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "net.ipv4.ip_forward = 1")
+	if *loose {
+		before, err := vxlan.LoosenRPFilter()
+		if err != nil {
+			fmt.Fprintln(stderr, "netd ipforward:", err)
+			return 1
+		}
+		after := before
+		if before == 1 {
+			after = 2
+		}
+		fmt.Fprintf(stdout, "net.ipv4.conf.all.rp_filter = %d (was %d)\n", after, before)
+	}
+	return 0
 }
 
 // daemon runs one of netd's long-running roles: flags, a logger (debug

@@ -26,6 +26,7 @@ import (
 	"github.com/kubelink/kubelink/netd/metrics"
 	"github.com/kubelink/kubelink/netd/tunnel"
 	"github.com/kubelink/kubelink/netd/tunnel/wireguard"
+	"github.com/kubelink/kubelink/netd/vxlan"
 	"github.com/kubelink/kubelink/netd/wgkey"
 )
 
@@ -95,6 +96,8 @@ type broker struct {
 	// by the informer.
 	written map[string]v1alpha1.MeshServiceStatus
 	bridge  bridgeHooks
+	// decap is the VXLAN decapsulating device (--vxlan), else nil.
+	decap *vxlan.Gateway
 }
 
 // bridgeHooks is what bridge mode adds to reconciles (hello info).
@@ -144,6 +147,19 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metri
 	}
 	b.dp = NewDataplane(cfg, b.tun)
 	b.dp.hello = b.bridge
+	if cfg.VXLAN {
+		// Created by the reconciles (it may have to wait for the router
+		// on this node to give up the VNI and port); removed when the
+		// broker stops being the active gateway.
+		if b.decap, err = vxlan.NewGateway(netip.MustParseAddr(cfg.VXLANIP), cfg.VXLANVNI, cfg.VXLANPort, log); err != nil {
+			return err
+		}
+		defer func() {
+			if err := b.decap.Close(); err != nil {
+				log.Warn("cleaning up", "err", err)
+			}
+		}()
+	}
 	if b.tun != nil {
 		defer func() {
 			// Leave nothing behind: the device (and with it its routes and
@@ -232,7 +248,11 @@ func (b *broker) reconcile(ctx context.Context) error {
 	if w, ok := b.tun.(interface{ Writes() int }); ok {
 		b.metrics.TunnelWrites.Set(float64(w.Writes()))
 	}
-	return errors.Join(err, b.updateStatus(ctx, out.Set), b.updateServiceStatus(ctx, out.Plans))
+	var decapErr error
+	if b.decap != nil {
+		decapErr = b.decap.Ensure()
+	}
+	return errors.Join(err, decapErr, b.updateStatus(ctx, out.Set), b.updateServiceStatus(ctx, out.Plans))
 }
 
 // updateServiceStatus writes every MeshService status that changed and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 // Modes of the broker.
@@ -66,6 +67,12 @@ type Config struct {
 	// ($POD_NAME, else the host name).
 	Identity string
 	Verbose  bool
+	// VXLAN: the active broker owns the decapsulating device of the
+	// routers' VXLAN (vxlan.GatewayDevice) on VXLANIP.
+	VXLAN     bool
+	VXLANPort int
+	VXLANVNI  int
+	VXLANIP   string
 }
 
 // Flags registers the broker's flags (the original kubelink's names).
@@ -101,6 +108,10 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LeaseDuration, "lease-duration", 15*time.Second, "lease duration; a standby takes over at most this long after the leader died")
 	fs.DurationVar(&c.Keepalive, "keepalive", 20*time.Second, "keepalive interval; a link is Down when nothing arrives for 3 intervals")
 	fs.BoolVar(&c.Verbose, "v", false, "verbose logging")
+	fs.BoolVar(&c.VXLAN, "vxlan", false, "decapsulate the routers' VXLAN (netd router --vxlan): the active broker owns the device "+vxlan.GatewayDevice)
+	fs.IntVar(&c.VXLANPort, "vxlan-port", vxlan.DefaultPort, "UDP port of the routers' VXLAN")
+	fs.IntVar(&c.VXLANVNI, "vxlan-vni", vxlan.DefaultVNI, "VXLAN network identifier of the routers' VXLAN")
+	fs.StringVar(&c.VXLANIP, "vxlan-ip", "", "this broker's IP as the routers see it, the pod IP (node IP with hostNetwork) (default: $POD_IP)")
 }
 
 // Validate checks the flags and fills defaults.
@@ -134,6 +145,23 @@ func (c *Config) Validate() error {
 	if c.NodeIP != "" {
 		if _, err := netip.ParseAddr(c.NodeIP); err != nil {
 			return fmt.Errorf("--node-ip %q is not an IP address", c.NodeIP)
+		}
+	}
+	if c.VXLAN {
+		if err := vxlan.ValidatePort("--vxlan-port", c.VXLANPort); err != nil {
+			return err
+		}
+		if err := vxlan.ValidateVNI("--vxlan-vni", c.VXLANVNI); err != nil {
+			return err
+		}
+		if c.VXLANIP == "" {
+			c.VXLANIP = os.Getenv("POD_IP")
+		}
+		if c.VXLANIP == "" {
+			return fmt.Errorf("--vxlan needs --vxlan-ip or $POD_IP: the decapsulating device's address and MAC derive from the IP the routers send to")
+		}
+		if a, err := netip.ParseAddr(c.VXLANIP); err != nil || !a.Is4() {
+			return fmt.Errorf("--vxlan-ip %q is not an IPv4 address", c.VXLANIP)
 		}
 	}
 	_, err := c.MeshOptions()

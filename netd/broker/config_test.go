@@ -39,7 +39,13 @@ func TestFlags(t *testing.T) {
 	if !c.Serves("b") || c.Serves("c") {
 		t.Errorf("served links")
 	}
-	for _, bad := range [][]string{{"--mode", "ipip"}, {"--link-address", "192.168.0.11"}, {"--node-ip", "x"}, {"--keepalive", "10ms"}} {
+	if c.VXLAN || c.VXLANPort != 4803 || c.VXLANVNI != 4803 {
+		t.Errorf("vxlan defaults: %+v", c)
+	}
+	t.Setenv("POD_IP", "")
+	for _, bad := range [][]string{{"--mode", "ipip"}, {"--link-address", "192.168.0.11"}, {"--node-ip", "x"}, {"--keepalive", "10ms"},
+		{"--vxlan"}, {"--vxlan", "--vxlan-ip", "fd00::1"}, {"--vxlan", "--vxlan-ip", "10.0.0.1", "--vxlan-port", "0"},
+		{"--vxlan", "--vxlan-ip", "10.0.0.1", "--vxlan-vni", "16777216"}} {
 		c := &Config{}
 		fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 		c.Flags(fs)
@@ -49,5 +55,20 @@ func TestFlags(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%v: want an error", bad)
 		}
+	}
+}
+
+// TestVXLANIP: the decapsulating device's IP defaults to $POD_IP (the IP
+// the routers take from the holder's pod).
+func TestVXLANIP(t *testing.T) {
+	t.Setenv("POD_IP", "10.244.2.7")
+	c := &Config{}
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	c.Flags(fs)
+	if err := fs.Parse([]string{"--mode", "none", "--vxlan"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || c.VXLANIP != "10.244.2.7" {
+		t.Fatalf("--vxlan-ip %q %v, want $POD_IP", c.VXLANIP, err)
 	}
 }

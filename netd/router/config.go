@@ -14,6 +14,7 @@ import (
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 // IPIP modes.
@@ -42,6 +43,9 @@ type Config struct {
 	ServiceCIDR    string
 	NodeIP         string
 	IPIP           string
+	VXLAN          bool
+	VXLANPort      int
+	VXLANVNI       int
 	RouteTable     int
 	RulePriority   int
 	LeaseName      string
@@ -60,8 +64,11 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LinkAddress, "link-address", "", "local link address with mesh netmask for the default mesh, e.g. 192.168.0.11/24")
 	fs.StringVar(&c.MeshDomain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", "", "local service CIDR")
-	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of this node (local end of the ipip device)")
+	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of this node (local end of the ipip or vxlan device)")
 	fs.StringVar(&c.IPIP, "ipip", IPIPNone, "none (route via the gateway), shared (through tunl0) or configure (through an own ipip device "+OwnedDevice+")")
+	fs.BoolVar(&c.VXLAN, "vxlan", false, "encapsulate the mesh traffic towards the gateway in VXLAN (device "+vxlan.NodeDevice+"; needs --node-ip and --ipip none; the broker needs --vxlan too)")
+	fs.IntVar(&c.VXLANPort, "vxlan-port", vxlan.DefaultPort, "UDP port of the VXLAN to the gateway (the broker's --vxlan-port)")
+	fs.IntVar(&c.VXLANVNI, "vxlan-vni", vxlan.DefaultVNI, "VXLAN network identifier (the broker's --vxlan-vni)")
 	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
 	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
 	fs.StringVar(&c.LeaseName, "lease-name", "", "the broker's Lease; its holder is the active gateway")
@@ -83,6 +90,20 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("--ipip %q: must be none, shared or configure", c.IPIP)
+	}
+	if c.VXLAN {
+		if c.IPIP != IPIPNone {
+			return fmt.Errorf("--vxlan and --ipip %s are mutually exclusive: pick one encapsulation (--ipip none with --vxlan)", c.IPIP)
+		}
+		if c.NodeIP == "" {
+			return fmt.Errorf("--vxlan needs --node-ip (the outer source address; the node's inner address and MAC derive from it)")
+		}
+		if err := vxlan.ValidatePort("--vxlan-port", c.VXLANPort); err != nil {
+			return err
+		}
+		if err := vxlan.ValidateVNI("--vxlan-vni", c.VXLANVNI); err != nil {
+			return err
+		}
 	}
 	if c.NodeIP != "" {
 		a, err := netip.ParseAddr(c.NodeIP)
@@ -114,6 +135,18 @@ func (c *Config) Validate() error {
 	}
 	_, err := c.MeshOptions()
 	return err
+}
+
+// Encapsulation names the way to the gateway for logs: none, ipip-shared,
+// ipip-configure or vxlan.
+func (c *Config) Encapsulation() string {
+	switch {
+	case c.VXLAN:
+		return "vxlan"
+	case c.IPIP == IPIPNone:
+		return "none"
+	}
+	return "ipip-" + c.IPIP
 }
 
 // Table is the routing table number (main for 0).

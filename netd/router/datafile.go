@@ -12,12 +12,15 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 // Record is what the router has created in the kernel: every route (table
-// and destination), the rule and an owned device. It is kept in the
-// datafile so that a restarted router — after a crash, or with another
-// --route-table or --ipip — finds and removes what it no longer wants.
+// and destination), the rule and an owned device (ipip or vxlan). It is
+// kept in the datafile so that a restarted router — after a crash, or with
+// another --route-table, --ipip or --vxlan — finds and removes what it no
+// longer wants.
 type Record struct {
 	Routes  []RouteRef `json:"routes"`
 	Rules   []RuleRef  `json:"rules"`
@@ -107,7 +110,7 @@ func (d *Datafile) Load() (Record, error) {
 	}
 	for _, dev := range r.Devices {
 		// Only ever a device the router names itself.
-		if dev != OwnedDevice {
+		if dev != OwnedDevice && dev != vxlan.NodeDevice {
 			return Record{}, fmt.Errorf("datafile %s records device %q, which the router never creates", d.Path, dev)
 		}
 	}

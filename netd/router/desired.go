@@ -49,6 +49,10 @@ type Nexthop struct {
 	Gw        netip.Addr
 	LinkIndex int
 	OnLink    bool
+	// Outer is the gateway's address on the node network when Gw is its
+	// inner address in a VXLAN (zero otherwise); it is not part of the
+	// route, but a destination containing it would loop too.
+	Outer netip.Addr
 }
 
 // Route is one route the router wants in its table.
@@ -59,10 +63,11 @@ type Route struct {
 
 // Plan turns destinations into routes via the nexthop. A destination that
 // contains the gateway itself is left out: routing the gateway through
-// itself would loop. The left-out destinations are returned too.
+// itself would loop (with VXLAN: containing its inner or outer address).
+// The left-out destinations are returned too.
 func Plan(dsts []netip.Prefix, nh Nexthop) (routes []Route, skipped []netip.Prefix) {
 	for _, d := range dsts {
-		if d.Contains(nh.Gw) {
+		if d.Contains(nh.Gw) || nh.Outer.IsValid() && d.Contains(nh.Outer) {
 			skipped = append(skipped, d)
 			continue
 		}

@@ -65,3 +65,18 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("skipped %v: a destination containing the gateway must be left out", skipped)
 	}
 }
+
+// TestPlanVXLAN: through VXLAN the routes lead to the gateway's inner
+// address, and destinations containing either its inner or its outer
+// address are left out (the outer packets to the gateway must not enter
+// the tunnel).
+func TestPlanVXLAN(t *testing.T) {
+	nh := Nexthop{Gw: netip.MustParseAddr("240.20.5.1"), LinkIndex: 3, OnLink: true, Outer: netip.MustParseAddr("10.20.5.1")}
+	routes, skipped := Plan(prefixes("10.20.0.0/16", "100.64.2.0/24", "240.0.0.0/4"), nh)
+	if len(routes) != 1 || routes[0].Dst.String() != "100.64.2.0/24" || routes[0].Gw != nh.Gw || !routes[0].OnLink {
+		t.Fatalf("routes %+v", routes)
+	}
+	if !slices.Equal(skipped, prefixes("10.20.0.0/16", "240.0.0.0/4")) {
+		t.Fatalf("skipped %v", skipped)
+	}
+}

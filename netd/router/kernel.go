@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 // Protocol marks the router's routes and rule (rtnetlink protocol number;
@@ -27,7 +29,7 @@ type State struct {
 	Table int
 	// Rule is the rule looking up Table; nil with the main table.
 	Rule *RuleRef
-	// Device is the owned ipip device to keep ("" = none).
+	// Device is the owned device (ipip or vxlan) to keep ("" = none).
 	Device string
 	// Routes are the wanted routes in Table.
 	Routes []Route
@@ -184,6 +186,37 @@ func (k *Kernel) EnsureDevice(mode string, local netip.Addr) (int, error) {
 		}
 	}
 	return link.Attrs().Index, nil
+}
+
+// EnsureVXLAN makes the owned vxlan device exist, configured for this
+// node (local address, derived inner address and MAC, MTU of the way to
+// the gateway minus the VXLAN overhead), and pointed at the gateway gw
+// (FDB and neighbour entry of its derived MAC and inner address), and
+// returns the nexthop through it. The device is recorded before it is
+// created.
+func (k *Kernel) EnsureVXLAN(local, gw netip.Addr, vni, port int) (Nexthop, error) {
+	if !slices.Contains(k.rec.Devices, vxlan.NodeDevice) {
+		k.rec.Devices = append(k.rec.Devices, vxlan.NodeDevice)
+		if err := k.save(); err != nil {
+			return Nexthop{}, err
+		}
+	}
+	mtu, err := vxlan.UnderlayMTU(k.nl, gw)
+	if err != nil {
+		return Nexthop{}, fmt.Errorf("vxlan to the gateway %s: %w", gw, err)
+	}
+	link, n, err := vxlan.Ensure(k.nl, vxlan.Spec{Name: vxlan.NodeDevice, VNI: vni, Port: port, Local: local,
+		Inner: vxlan.NodeAddress(local), MAC: vxlan.MAC(local), MTU: mtu})
+	k.deviceWrites.Add(int64(n))
+	if err != nil {
+		return Nexthop{}, err
+	}
+	n, err = vxlan.SetPeer(k.nl, link, gw)
+	k.deviceWrites.Add(int64(n))
+	if err != nil {
+		return Nexthop{}, err
+	}
+	return Nexthop{Gw: vxlan.GatewayAddress(gw), LinkIndex: link.Attrs().Index, OnLink: true, Outer: gw}, nil
 }
 
 func noIPIP(err error) bool {
@@ -496,6 +529,13 @@ func (k *Kernel) removeRule(r RuleRef) error {
 }
 
 func (k *Kernel) removeDevice(name string) error {
+	if name == vxlan.NodeDevice {
+		removed, err := vxlan.Remove(k.nl, name)
+		if removed {
+			k.deviceWrites.Add(1)
+		}
+		return err
+	}
 	link, err := k.nl.LinkByName(name)
 	if isNotFound(err) {
 		return nil

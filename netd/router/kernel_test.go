@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/kubelink/kubelink/netd/vxlan"
 	knetns "github.com/kubelink/kubelink/test/netns"
 )
 
@@ -274,4 +275,60 @@ func TestKernelIPIP(t *testing.T) {
 		t.Fatalf("tunl0 removed: %v", err)
 	}
 	_ = os.Remove(file.Path)
+}
+
+// TestKernelVXLAN: the owned vxlan device is recorded, created for the
+// node, pointed at the gateway; the routes lead to the gateway's inner
+// address on-link; a gateway switch moves FDB, neighbour and routes; a
+// state without it removes the device and clears the record.
+func TestKernelVXLAN(t *testing.T) {
+	n := newNode(t)
+	file := &Datafile{Path: filepath.Join(t.TempDir(), "router.json")}
+	k := NewKernel(n.nl, file, Record{})
+	dsts := prefixes("100.64.2.0/24", "192.168.0.0/24")
+	for i, gw := range []string{"10.50.0.1", "10.50.0.2"} {
+		nh, err := k.EnsureVXLAN(addr("10.50.0.10"), addr(gw), 4803, 4803)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec, _ := (&Datafile{Path: file.Path}).Load(); !slices.Equal(rec.Devices, []string{vxlan.NodeDevice}) {
+			t.Fatalf("device not recorded: %+v", rec)
+		}
+		ch, err := k.Apply(State{Table: tableMain, Device: vxlan.NodeDevice, Routes: routesVia(dsts, nh)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 && ch.Replaced != 2 {
+			t.Fatalf("gateway switch: %+v, want 2 replacements", ch)
+		}
+		inner := vxlan.GatewayAddress(addr(gw)).String()
+		expectLines(t, "own routes", n.routes("98", "main"),
+			"100.64.2.0/24 via "+inner+" dev "+vxlan.NodeDevice+" onlink",
+			"192.168.0.0/24 via "+inner+" dev "+vxlan.NodeDevice+" onlink")
+		if out := strings.TrimSpace(n.lab.In(n.ns, "ip", "neigh", "show", "dev", vxlan.NodeDevice)); out != inner+" lladdr "+vxlan.MAC(addr(gw)).String()+" PERMANENT" {
+			t.Fatalf("neighbours: %s", out)
+		}
+	}
+	writes := k.DeviceWrites()
+	if _, err := k.EnsureVXLAN(addr("10.50.0.10"), addr("10.50.0.2"), 4803, 4803); err != nil || k.DeviceWrites() != writes {
+		t.Fatalf("unchanged EnsureVXLAN wrote %d, %v", k.DeviceWrites()-writes, err)
+	}
+	// A restart from the datafile with another mode removes it.
+	rec, err := (&Datafile{Path: file.Path}).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k = NewKernel(n.nl, &Datafile{Path: file.Path}, rec)
+	if _, err := k.Apply(State{Table: tableMain}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.nl.LinkByName(vxlan.NodeDevice); err == nil {
+		t.Fatal("vxlan device left behind")
+	}
+	if got := n.routes("98", "main"); len(got) != 0 {
+		t.Fatalf("routes left: %q", got)
+	}
+	if rec, _ := (&Datafile{Path: file.Path}).Load(); !rec.Empty() {
+		t.Fatalf("datafile not cleared: %+v", rec)
+	}
 }

@@ -47,7 +47,7 @@ func newMetrics(k *Kernel, file *Datafile) *metrics {
 		routesDesc:       prometheus.NewDesc("netd_router_routes", "The router's routes (protocol 98) in its table.", nil, nil),
 		routeWritesDesc:  prometheus.NewDesc("netd_router_route_writes", "Route additions, replacements and deletions sent since start (flat when nothing changes).", nil, nil),
 		ruleWritesDesc:   prometheus.NewDesc("netd_router_rule_writes", "Rule additions and deletions sent since start.", nil, nil),
-		deviceWritesDesc: prometheus.NewDesc("netd_router_device_writes", "ipip device creations, deletions and state changes since start.", nil, nil),
+		deviceWritesDesc: prometheus.NewDesc("netd_router_device_writes", "Owned device (ipip, vxlan) creations, deletions and changes (state, MTU, addresses, vxlan FDB and neighbour entries) since start.", nil, nil),
 		fileWritesDesc:   prometheus.NewDesc("netd_router_datafile_writes", "Datafile writes since start.", nil, nil),
 		gatewayDesc:      prometheus.NewDesc("netd_router_gateway_info", "The gateway: its address, the lease holder, and state known, unknown, none or local.", []string{"gateway", "holder", "state"}, nil),
 	}

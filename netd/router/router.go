@@ -14,10 +14,11 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 // Run runs the router until ctx ends. Whenever it returns it removes
-// everything it created (routes, rule, owned ipip device) and leaves an
+// everything it created (routes, rule, owned ipip or vxlan device) and leaves an
 // empty datafile; only a killed router leaves state behind, which the next
 // start finds through the datafile and its protocol number.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
@@ -71,7 +72,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if r.gateways, err = watchGateway(ctx, clients.Core, cfg.LeaseNamespace, cfg.LeaseName, kick); err != nil {
 		return err
 	}
-	log.Info("watching", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "table", cfg.Table(), "ipip", cfg.IPIP, "resync", cfg.Resync)
+	log.Info("watching", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "table", cfg.Table(), "encapsulation", cfg.Encapsulation(), "resync", cfg.Resync)
 	tick := time.NewTicker(cfg.Resync)
 	defer tick.Stop()
 	for {
@@ -108,8 +109,10 @@ type router struct {
 	// holder has no IP for a moment.
 	lastGW netip.Addr
 	// reported is what was logged last, so changes are logged once.
-	reported  string
-	routedTo  string
+	reported string
+	routedTo string
+	// rpChecked is the gateway whose reverse path was last checked.
+	rpChecked netip.Addr
 	conflicts []netip.Prefix
 	skipped   []netip.Prefix
 }
@@ -156,6 +159,12 @@ func (r *router) reconcile() error {
 			}
 		}
 	}
+	// The owned vxlan device stays while routes lead through it or are
+	// held; without a gateway, or with the gateway on this node, it goes
+	// (in node mode the broker here needs the VNI and port for its own).
+	if r.cfg.VXLAN && (gw.IsValid() && !local || st.HoldRoutes) {
+		st.Device = vxlan.NodeDevice
+	}
 	r.report(g, gw, local)
 	ch, err := r.kernel.Apply(st)
 	if err != nil {
@@ -194,10 +203,18 @@ func (r *router) isLocal(gw netip.Addr) (bool, error) {
 	return r.kernel.IsLocal(gw)
 }
 
-// nexthop is the way to the gateway: through the ipip device (re-ensured,
-// so a device removed behind the router's back comes back), or as the
-// kernel routes to it.
+// nexthop is the way to the gateway: through the vxlan or ipip device
+// (re-ensured, so a device removed or changed behind the router's back
+// comes back), or as the kernel routes to it.
 func (r *router) nexthop(gw netip.Addr) (Nexthop, error) {
+	if r.cfg.VXLAN {
+		nh, err := r.kernel.EnsureVXLAN(r.nodeIP, gw, r.cfg.VXLANVNI, r.cfg.VXLANPort)
+		if err == nil && gw != r.rpChecked {
+			r.rpChecked = gw
+			r.checkReversePath(gw)
+		}
+		return nh, err
+	}
 	if r.cfg.IPIP == IPIPNone {
 		return r.kernel.Nexthop(gw)
 	}
@@ -206,6 +223,28 @@ func (r *router) nexthop(gw netip.Addr) (Nexthop, error) {
 		return Nexthop{}, err
 	}
 	return Nexthop{Gw: gw, LinkIndex: idx, OnLink: true}, nil
+}
+
+// checkReversePath warns when strict reverse-path filtering would drop
+// the replies: they come back from the gateway over the node network, while
+// the route to their source (a mesh destination) leads through the tunnel.
+func (r *router) checkReversePath(gw netip.Addr) {
+	rs, err := r.kernel.nl.RouteGet(gw.AsSlice())
+	if err != nil || len(rs) == 0 {
+		return
+	}
+	link, err := r.kernel.nl.LinkByIndex(rs[0].LinkIndex)
+	if err != nil {
+		return
+	}
+	mode, err := vxlan.RPFilter(link.Attrs().Name)
+	if err != nil {
+		r.log.Warn("cannot read rp_filter", "err", err)
+		return
+	}
+	if mode == 1 {
+		r.log.Warn("strict reverse-path filtering drops the mesh's replies, which arrive over the node network: set net.ipv4.conf.all.rp_filter and net.ipv4.conf."+link.Attrs().Name+".rp_filter to 2 (loose)", "device", link.Attrs().Name)
+	}
 }
 
 // report logs gateway changes once and exports them.

@@ -1,0 +1,111 @@
+package vxlan
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Gateway is the active broker's decapsulating device: no remote and no
+// FDB entries (it never sends), the gateway's derived inner address and
+// MAC, so frames the routers send to that MAC are taken in and their
+// packets forwarded like any other (into the tunnel device, or locally).
+// Replies to pods go over the node network, not back through VXLAN.
+type Gateway struct {
+	spec Spec
+	log  *slog.Logger
+	nl   *netlink.Handle
+	// warned is the rp_filter mode last warned about.
+	warned int
+	writes int
+}
+
+// NewGateway returns the decapsulating device for the gateway whose outer
+// address (its pod IP, the node IP for a hostNetwork broker) is ip. It
+// works in the calling process's network namespace.
+func NewGateway(ip netip.Addr, vni, port int, log *slog.Logger) (*Gateway, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink: %w", err)
+	}
+	return &Gateway{
+		spec: Spec{Name: GatewayDevice, VNI: vni, Port: port, Local: ip, Inner: GatewayAddress(ip), MAC: MAC(ip)},
+		log:  log,
+		nl:   h,
+	}, nil
+}
+
+// Spec is the device the gateway keeps.
+func (g *Gateway) Spec() Spec { return g.spec }
+
+// Writes counts the netlink writes sent so far.
+func (g *Gateway) Writes() int { return g.writes }
+
+// Ensure makes the device exist and be configured; unchanged, it writes
+// nothing. It runs on every reconcile: in node mode the router on this
+// node removes its own VXLAN device (same VNI and port) only once it sees
+// that the gateway moved here, and until then the creation fails.
+func (g *Gateway) Ensure() error {
+	local, err := g.isLocal()
+	if err != nil {
+		return err
+	}
+	if !local {
+		return fmt.Errorf("vxlan: %s is not an address of this network namespace; the routers send to the broker pod's IP (--vxlan-ip, default $POD_IP)", g.spec.Local)
+	}
+	link, n, err := Ensure(g.nl, g.spec)
+	g.writes += n
+	if err != nil {
+		return fmt.Errorf("vxlan decapsulation device: %w", err)
+	}
+	if n > 0 {
+		// A new device inherits net.ipv4.conf.default.rp_filter; strict
+		// filtering drops decapsulated packets, whose sources are routed
+		// back over the node network. Per device, rtnetlink sets it
+		// without a writable /proc/sys.
+		g.writes++
+		if err := SetRPFilter(link.Attrs().Index, 0); err != nil {
+			return fmt.Errorf("vxlan decapsulation device: %w", err)
+		}
+		g.log.Info("vxlan decapsulation device ready", "device", g.spec.Name, "vni", g.spec.VNI, "port", g.spec.Port,
+			"ip", g.spec.Local, "inner", g.spec.Inner, "mac", g.spec.MAC.String())
+	}
+	// The kernel applies the larger of all and the device's setting: a
+	// strict "all" (inherited from a strict host by a new pod network
+	// namespace) still drops them, and only a writable /proc/sys can
+	// change it. Say so once per change.
+	mode, err := RPFilter(g.spec.Name)
+	if err != nil {
+		g.log.Warn("cannot read rp_filter", "err", err)
+		return nil
+	}
+	if mode == 1 && g.warned != 1 {
+		g.log.Warn("strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops packets decapsulated from the routers' VXLAN; set it to 2 (pod mode: `netd ipforward --loose-rp-filter` in a privileged init container, as the chart does)")
+	}
+	g.warned = mode
+	return nil
+}
+
+func (g *Gateway) isLocal() (bool, error) {
+	addrs, err := g.nl.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false, fmt.Errorf("listing local addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip == g.spec.Local {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Close removes the device and releases the netlink handle.
+func (g *Gateway) Close() error {
+	defer g.nl.Close()
+	if _, err := Remove(g.nl, g.spec.Name); err != nil {
+		return fmt.Errorf("vxlan decapsulation device: %w", err)
+	}
+	return nil
+}
