@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/kubelink/kubelink/test/testenv"
 )
@@ -39,18 +40,30 @@ func TestNetdFlags(t *testing.T) {
 	netd := binary(t, "netd")
 	c := loadChart(t)
 	base := readValues(t, filepath.Join(testenv.RepoRoot(), "examples", "kubelink1", "values.yaml"))
-	// Every optional flag switched on.
-	vals := merge(base, parseValues(t, `
+	// Every optional flag switched on; VXLAN excludes IPIP, so it is a
+	// variant of its own.
+	for _, v := range []struct{ name, values string }{
+		{"ipip", `
 mesh: {globalDNSIP: 100.64.0.53}
 broker: {mode: bridge, secretName: tls, autoConnect: true, dnsAdvertisement: true, advertisedPort: 443, interfaceName: kl0, servedLinks: [kubelink2]}
 router: {routeTable: 100, rulePriority: 1000, ipip: shared}
-`))
-	objs, _ := render(t, c, vals)
+`},
+		{"vxlan", `
+broker: {podMode: true}
+router: {vxlan: {enabled: true, port: 4900, vni: 77}}
+`},
+	} {
+		objs, _ := render(t, c, merge(base, parseValues(t, v.values)))
+		checkNetdFlags(t, netd, v.name, objs)
+	}
+}
+
+func checkNetdFlags(t *testing.T, netd, variant string, objs []*unstructured.Unstructured) {
 	for _, w := range []struct{ kind, name, sub string }{
 		{"Deployment", "kubelink-broker", "broker"},
 		{"DaemonSet", "kubelink-router", "router"},
 	} {
-		t.Run(w.sub, func(t *testing.T) {
+		t.Run(variant+"/"+w.sub, func(t *testing.T) {
 			a := args(t, find(t, objs, w.kind, w.name))
 			if a[0] != w.sub {
 				t.Fatalf("args start with %q", a[0])

@@ -648,6 +648,66 @@ broker: {service: {type: NodePort, nodePort: 30777}, replicas: 3, readinessPath:
 		}
 	})
 
+	t.Run("vxlan", func(t *testing.T) {
+		hasVXLAN := func(a []string) bool {
+			return slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "--vxlan") })
+		}
+		initArgs := func(o *unstructured.Unstructured) string {
+			ics, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "initContainers")
+			if len(ics) != 1 {
+				t.Fatalf("broker init containers: %v", ics)
+			}
+			return fmt.Sprint(ics[0].(map[string]any)["args"])
+		}
+		// Off by default: neither side, and the plain init container.
+		objs, _ := render(t, c, base)
+		broker := find(t, objs, "Deployment", "kubelink-broker")
+		if a := args(t, find(t, objs, "DaemonSet", "kubelink-router")); hasVXLAN(a) {
+			t.Errorf("router has VXLAN by default: %v", a)
+		}
+		if a := args(t, broker); hasVXLAN(a) {
+			t.Errorf("broker has VXLAN by default: %v", a)
+		}
+		if got := initArgs(broker); got != "[ipforward]" {
+			t.Errorf("init container args %s", got)
+		}
+
+		objs, _ = render(t, c, merge(base, parseValues(t, `router: {vxlan: {enabled: true, port: 4900, vni: 77}}`)))
+		a := args(t, find(t, objs, "DaemonSet", "kubelink-router"))
+		for _, w := range []string{"--ipip=none", "--vxlan", "--vxlan-port=4900", "--vxlan-vni=77", "--node-ip=$(NODE_IP)"} {
+			if !slices.Contains(a, w) {
+				t.Errorf("router args lack %s: %v", w, a)
+			}
+		}
+		broker = find(t, objs, "Deployment", "kubelink-broker")
+		a = args(t, broker)
+		for _, w := range []string{"--vxlan", "--vxlan-port=4900", "--vxlan-vni=77", "--vxlan-ip=$(POD_IP)"} {
+			if !slices.Contains(a, w) {
+				t.Errorf("broker args lack %s: %v", w, a)
+			}
+		}
+		if env := toYAML(container(t, broker)["env"]); !strings.Contains(env, "name: POD_IP\n  valueFrom:\n    fieldRef:\n      fieldPath: status.podIP") {
+			t.Errorf("broker POD_IP not the pod IP:\n%s", env)
+		}
+		// kubelink1 is a pod-mode gateway: the init container loosens a
+		// strict rp_filter, or the pod sysctl does.
+		if got := initArgs(broker); got != "[ipforward --loose-rp-filter]" {
+			t.Errorf("init container args %s", got)
+		}
+		objs, _ = render(t, c, merge(base, parseValues(t, `{router: {vxlan: {enabled: true}}, broker: {ipForward: sysctl}}`)))
+		sc := toYAML(find(t, objs, "Deployment", "kubelink-broker").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["securityContext"])
+		if !strings.Contains(sc, "name: net.ipv4.conf.all.rp_filter\n  value: \"2\"") {
+			t.Errorf("pod sysctls:\n%s", sc)
+		}
+
+		// Without the router nobody encapsulates: the broker does not
+		// decapsulate.
+		objs, _ = render(t, c, merge(base, parseValues(t, `router: {enabled: false, vxlan: {enabled: true}}`)))
+		if a := args(t, find(t, objs, "Deployment", "kubelink-broker")); hasVXLAN(a) {
+			t.Errorf("broker decapsulates without routers: %v", a)
+		}
+	})
+
 	t.Run("parts disabled", func(t *testing.T) {
 		objs, _ := render(t, c, merge(base, parseValues(t, `
 router: {enabled: false}

@@ -37,6 +37,9 @@ func TestSchemaRejects(t *testing.T) {
 		{"link without clusterAddress", `links: [{name: kubelink2, cidr: 100.64.16.0/20}]`, []string{"/links/0", "clusterAddress"}, false},
 		{"cluster domain with empty label", `cluster: {domain: "cluster..local"}`, []string{"/cluster/domain"}, false},
 		{"router ipip enum", `router: {ipip: "yes"}`, []string{"/router/ipip", "configure"}, false},
+		{"vxlan port out of range", `router: {vxlan: {enabled: true, port: 0}}`, []string{"/router/vxlan/port"}, false},
+		{"vxlan VNI beyond 24 bits", `router: {vxlan: {vni: 16777216}}`, []string{"/router/vxlan/vni"}, false},
+		{"unknown vxlan key", `router: {vxlan: {remote: 10.0.0.1}}`, []string{"/router/vxlan", "remote"}, false},
 		{"broker service type enum", `broker: {service: {type: External}}`, []string{"/broker/service/type"}, false},
 		{"ttl out of range", `dns: {ttl: 7200}`, []string{"/dns/ttl"}, false},
 		{"ingress prefix too long", `mesh: {ingress: ["10.0.0.0/33"]}`, []string{"/mesh/ingress/0"}, false},
@@ -48,6 +51,7 @@ func TestSchemaRejects(t *testing.T) {
 		// the same kind of message.
 		{"bridge without a secret", `broker: {mode: bridge}`, []string{"broker.mode bridge", "broker.secretName"}, false},
 		{"pod mode without pod CIDR", `cluster: {podCIDR: ""}`, []string{"cluster.podCIDR"}, false},
+		{"vxlan with ipip", `router: {ipip: configure, vxlan: {enabled: true}}`, []string{"router.vxlan.enabled", "router.ipip=configure", "mutually exclusive"}, false},
 		{"duplicate link", `links: [{name: kubelink2, clusterAddress: 192.168.0.12/24}, {name: kubelink2, clusterAddress: 192.168.0.13/24}]`, []string{"links[1].name"}, false},
 		{"cert-manager without issuer", `broker: {mode: bridge, certManager: {enabled: true, dnsNames: [gw.example.com]}}`, []string{"broker.certManager.issuerRef.name"}, false},
 		{"IPv6 service CIDR without explicit addresses", `{cluster: {name: c1, serviceCIDR: "fd00:10::/108"}, mesh: {linkAddress: 192.168.0.11/24}, dns: {serviceIP: "fd00:10::b"}}`, []string{"cluster.dnsIP"}, true},
