@@ -330,6 +330,26 @@ func TestRouterVXLAN(t *testing.T) {
 	}
 	l.reachFrom(l.wpod, "m2", workerPodIP)
 
+	// kill -9 and an unchanged restart: the device, its FDB and neighbour
+	// and the routes are found as they are, nothing is written.
+	p.Kill(syscall.SIGKILL)
+	p = l.start("router-vxlan-again", "--vxlan")
+	l.waitReady(p)
+	for _, m := range []string{"netd_router_device_writes", "netd_router_route_writes", "netd_router_datafile_writes"} {
+		if w := metric(t, l.node, routerPort, m); w != 0 {
+			t.Fatalf("an unchanged restart: %s %v", m, w)
+		}
+	}
+	// kill -9 and a restart without VXLAN: the recorded device goes.
+	p.Kill(syscall.SIGKILL)
+	p = l.start("router-direct-again")
+	l.waitRoutes("main", via(gw2IP, allDsts...), 10*time.Second, p)
+	waitFor(t, 5*time.Second, "the vxlan device removed after the mode change", func() bool { return !hasLink(l.node, nodeDev) })
+	p.Kill(syscall.SIGTERM)
+	p = l.start("router-vxlan-3", "--vxlan")
+	l.waitRoutes("main", viaVXLAN(gw2IP), 30*time.Second, p)
+	l.reachFrom(l.wpod, "m2", workerPodIP)
+
 	// A broker shutdown removes its device.
 	b1.Kill(syscall.SIGTERM)
 	if hasLink(l.g1, gwDev) {
