@@ -2,6 +2,7 @@ package netd_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	knetns "github.com/kubelink/kubelink/test/netns"
 )
 
 // TestSNATNodeMode is the regression test of issue #11: a pod behind a
@@ -42,9 +44,15 @@ func testSNATNodeMode(t *testing.T, mode string) {
 	l := newLab(t)
 	ctx := context.Background()
 	a, b := l.a, l.b
-	// Both gateways stand for nodes, which forward.
+	// Both gateways stand for nodes, which forward. /proc/sys/net belongs
+	// to the namespace of the thread that opens it.
 	for _, ns := range []string{a.gw, b.gw} {
-		run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		if err := knetns.Do(ns, func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644) }); err != nil {
+			t.Fatalf("enabling forwarding in %s: %v", ns, err)
+		}
+		if got := strings.TrimSpace(run(t, "ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv4/ip_forward")); got != "1" {
+			t.Fatalf("forwarding in %s: %s", ns, got)
+		}
 	}
 	l.serveHTTP(b.host, "100.64.2.10:8080")
 
