@@ -194,29 +194,44 @@ func (k *Kernel) EnsureDevice(mode string, local netip.Addr) (int, error) {
 // (FDB and neighbour entry of its derived MAC and inner address), and
 // returns the nexthop through it. The device is recorded before it is
 // created.
-func (k *Kernel) EnsureVXLAN(local, gw netip.Addr, vni, port int) (Nexthop, error) {
+//
+// A broker's decapsulating device in this namespace (node mode) while the
+// gateway is elsewhere is a leftover — of a killed broker, or of one just
+// losing the lease — and holds the VNI and port the node's device needs:
+// it is removed (removedStale reports that). It cannot be the active
+// gateway's: that one can only be created while the node has no device of
+// its own, i.e. while the gateway is here.
+func (k *Kernel) EnsureVXLAN(local, gw netip.Addr, vni, port int) (nh Nexthop, removedStale bool, err error) {
 	if !slices.Contains(k.rec.Devices, vxlan.NodeDevice) {
 		k.rec.Devices = append(k.rec.Devices, vxlan.NodeDevice)
 		if err := k.save(); err != nil {
-			return Nexthop{}, err
+			return Nexthop{}, false, err
 		}
 	}
 	mtu, err := vxlan.UnderlayMTU(k.nl, gw)
 	if err != nil {
-		return Nexthop{}, fmt.Errorf("vxlan to the gateway %s: %w", gw, err)
+		return Nexthop{}, false, fmt.Errorf("vxlan to the gateway %s: %w", gw, err)
 	}
-	link, n, err := vxlan.Ensure(k.nl, vxlan.Spec{Name: vxlan.NodeDevice, VNI: vni, Port: port, Local: local,
-		Inner: vxlan.NodeAddress(local), MAC: vxlan.MAC(local), MTU: mtu})
+	spec := vxlan.Spec{Name: vxlan.NodeDevice, VNI: vni, Port: port, Local: local,
+		Inner: vxlan.NodeAddress(local), MAC: vxlan.MAC(local), MTU: mtu}
+	link, n, err := vxlan.Ensure(k.nl, spec)
 	k.deviceWrites.Add(int64(n))
+	if errors.Is(err, unix.EEXIST) {
+		if removedStale, _ = vxlan.Remove(k.nl, vxlan.GatewayDevice); removedStale {
+			k.deviceWrites.Add(1)
+			link, n, err = vxlan.Ensure(k.nl, spec)
+			k.deviceWrites.Add(int64(n))
+		}
+	}
 	if err != nil {
-		return Nexthop{}, err
+		return Nexthop{}, removedStale, err
 	}
 	n, err = vxlan.SetPeer(k.nl, link, gw)
 	k.deviceWrites.Add(int64(n))
 	if err != nil {
-		return Nexthop{}, err
+		return Nexthop{}, removedStale, err
 	}
-	return Nexthop{Gw: vxlan.GatewayAddress(gw), LinkIndex: link.Attrs().Index, OnLink: true, Outer: gw}, nil
+	return Nexthop{Gw: vxlan.GatewayAddress(gw), LinkIndex: link.Attrs().Index, OnLink: true, Outer: gw}, removedStale, nil
 }
 
 func noIPIP(err error) bool {

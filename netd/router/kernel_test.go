@@ -278,7 +278,8 @@ func TestKernelIPIP(t *testing.T) {
 }
 
 // TestKernelVXLAN: the owned vxlan device is recorded, created for the
-// node, pointed at the gateway; the routes lead to the gateway's inner
+// node (a leftover broker device with its VNI and port removed first),
+// pointed at the gateway; the routes lead to the gateway's inner
 // address on-link; a gateway switch moves FDB, neighbour and routes; a
 // state without it removes the device and clears the record.
 func TestKernelVXLAN(t *testing.T) {
@@ -286,10 +287,17 @@ func TestKernelVXLAN(t *testing.T) {
 	file := &Datafile{Path: filepath.Join(t.TempDir(), "router.json")}
 	k := NewKernel(n.nl, file, Record{})
 	dsts := prefixes("100.64.2.0/24", "192.168.0.0/24")
+	// A killed node-mode broker's device holds the VNI and port.
+	if _, _, err := vxlan.Ensure(n.nl, vxlan.Spec{Name: vxlan.GatewayDevice, VNI: 4803, Port: 4803, Local: addr("10.50.0.10")}); err != nil {
+		t.Fatal(err)
+	}
 	for i, gw := range []string{"10.50.0.1", "10.50.0.2"} {
-		nh, err := k.EnsureVXLAN(addr("10.50.0.10"), addr(gw), 4803, 4803)
+		nh, stale, err := k.EnsureVXLAN(addr("10.50.0.10"), addr(gw), 4803, 4803)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if stale != (i == 0) {
+			t.Fatalf("gateway %s: removed a stale decapsulation device: %v", gw, stale)
 		}
 		if rec, _ := (&Datafile{Path: file.Path}).Load(); !slices.Equal(rec.Devices, []string{vxlan.NodeDevice}) {
 			t.Fatalf("device not recorded: %+v", rec)
@@ -310,7 +318,7 @@ func TestKernelVXLAN(t *testing.T) {
 		}
 	}
 	writes := k.DeviceWrites()
-	if _, err := k.EnsureVXLAN(addr("10.50.0.10"), addr("10.50.0.2"), 4803, 4803); err != nil || k.DeviceWrites() != writes {
+	if _, _, err := k.EnsureVXLAN(addr("10.50.0.10"), addr("10.50.0.2"), 4803, 4803); err != nil || k.DeviceWrites() != writes {
 		t.Fatalf("unchanged EnsureVXLAN wrote %d, %v", k.DeviceWrites()-writes, err)
 	}
 	// A restart from the datafile with another mode removes it.

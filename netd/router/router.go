@@ -208,7 +208,10 @@ func (r *router) isLocal(gw netip.Addr) (bool, error) {
 // comes back), or as the kernel routes to it.
 func (r *router) nexthop(gw netip.Addr) (Nexthop, error) {
 	if r.cfg.VXLAN {
-		nh, err := r.kernel.EnsureVXLAN(r.nodeIP, gw, r.cfg.VXLANVNI, r.cfg.VXLANPort)
+		nh, stale, err := r.kernel.EnsureVXLAN(r.nodeIP, gw, r.cfg.VXLANVNI, r.cfg.VXLANPort)
+		if stale {
+			r.log.Warn("removed a broker's leftover vxlan decapsulation device: the gateway is elsewhere, and the node's device needs its VNI and port", "device", vxlan.GatewayDevice, "gateway", gw)
+		}
 		if err == nil && gw != r.rpChecked {
 			r.rpChecked = gw
 			r.checkReversePath(gw)

@@ -60,15 +60,17 @@ func (g *Gateway) Ensure() error {
 	if err != nil {
 		return fmt.Errorf("vxlan decapsulation device: %w", err)
 	}
-	if n > 0 {
-		// A new device inherits net.ipv4.conf.default.rp_filter; strict
-		// filtering drops decapsulated packets, whose sources are routed
-		// back over the node network. Per device, rtnetlink sets it
-		// without a writable /proc/sys.
+	// A new device inherits net.ipv4.conf.default.rp_filter; strict
+	// filtering drops decapsulated packets, whose sources are routed back
+	// over the node network. Per device, rtnetlink sets it without a
+	// writable /proc/sys.
+	if v, err := readRPFilter(g.spec.Name); err != nil || v != 0 {
 		g.writes++
 		if err := SetRPFilter(link.Attrs().Index, 0); err != nil {
 			return fmt.Errorf("vxlan decapsulation device: %w", err)
 		}
+	}
+	if n > 0 {
 		g.log.Info("vxlan decapsulation device ready", "device", g.spec.Name, "vni", g.spec.VNI, "port", g.spec.Port,
 			"ip", g.spec.Local, "inner", g.spec.Inner, "mac", g.spec.MAC.String())
 	}

@@ -360,17 +360,27 @@ func SetRPFilter(ifindex, value int) error {
 func RPFilter(dev string) (int, error) {
 	mode := 0
 	for _, d := range []string{"all", dev} {
-		b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + d + "/rp_filter")
+		v, err := readRPFilter(d)
 		if err != nil {
-			return 0, fmt.Errorf("reading rp_filter: %w", err)
-		}
-		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			return 0, fmt.Errorf("reading rp_filter of %s: %w", d, err)
+			return 0, err
 		}
 		mode = max(mode, v)
 	}
 	return mode, nil
+}
+
+// readRPFilter reads net.ipv4.conf.<dev>.rp_filter (/proc/sys is readable
+// in containers, only not writable).
+func readRPFilter(dev string) (int, error) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/conf/" + dev + "/rp_filter")
+	if err != nil {
+		return 0, fmt.Errorf("reading rp_filter: %w", err)
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("reading rp_filter of %s: %w", dev, err)
+	}
+	return v, nil
 }
 
 // LoosenRPFilter turns strict reverse-path filtering of the whole network

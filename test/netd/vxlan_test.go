@@ -253,8 +253,9 @@ func viaVXLAN(gw string) []string {
 // the gateway over the router's VXLAN, while the node network drops the
 // same connection routed directly (--ipip none); the gateway moves (node
 // mode G1 → G2, to N itself, to a pod-mode gateway on G2) and the tunnel
-// follows; strict reverse-path filtering is handled on both gateway kinds;
-// shutdowns remove every device.
+// follows, also past a killed broker's leftover device; strict
+// reverse-path filtering is handled on both gateway kinds; shutdowns
+// remove every device.
 func TestRouterVXLAN(t *testing.T) {
 	l := newVXLANLab(t)
 	ctx := context.Background()
@@ -371,9 +372,11 @@ func TestRouterVXLAN(t *testing.T) {
 		return !hasLink(l.node, nodeDev) && hasLink(l.node, gwDev)
 	})
 	t.Logf("gateway on N: router device removed and the broker's created %s after the lease update", time.Since(start).Round(time.Millisecond))
-	bn.Kill(syscall.SIGTERM)
-	if hasLink(l.node, gwDev) {
-		t.Fatalf("%s left on N after the broker's SIGTERM", gwDev)
+	// Killed, the broker leaves its device behind, holding the VNI and
+	// port: the router removes it once the gateway is elsewhere (below).
+	bn.Kill(syscall.SIGKILL)
+	if !hasLink(l.node, gwDev) {
+		t.Fatalf("no %s on N after the broker's kill -9", gwDev)
 	}
 
 	t.Run("pod mode", func(t *testing.T) {
@@ -389,8 +392,8 @@ func TestRouterVXLAN(t *testing.T) {
 		l.setHolder(ctx, "gw-pod")
 		l.waitRoutes("main", viaVXLAN(gwPodIP), 10*time.Second, p)
 		t.Logf("gateway → pod-mode gateway %s: routes via 240.244.2.2 %s after the lease update", gwPodIP, time.Since(start).Round(time.Millisecond))
-		if !hasLink(l.node, nodeDev) {
-			t.Fatalf("no %s on N", nodeDev)
+		if !hasLink(l.node, nodeDev) || hasLink(l.node, gwDev) || !strings.Contains(p.Output(), "leftover vxlan decapsulation device") {
+			t.Fatalf("N: %s %v, the killed broker's %s %v; router output:\n%s", nodeDev, hasLink(l.node, nodeDev), gwDev, hasLink(l.node, gwDev), p.Output())
 		}
 		waitFor(t, 5*time.Second, "the broker's rp_filter warning", func() bool {
 			return strings.Contains(bp.Output(), "strict reverse-path filtering")
