@@ -38,4 +38,12 @@ func TestKeygenVersion(t *testing.T) {
 	if rc := run([]string{"broker", "--mode", "bogus", "--kubeconfig", "/nonexistent"}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "--mode") {
 		t.Fatalf("bad mode rc=%d: %s", rc, errb.String())
 	}
+	errb.Reset()
+	if rc := run([]string{"router", "--vxlan", "--ipip", "shared", "--node-ip", "10.0.0.5", "--lease-name", "l", "--kubeconfig", "/nonexistent"}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "mutually exclusive") {
+		t.Fatalf("vxlan with ipip rc=%d: %s", rc, errb.String())
+	}
+	// A bad flag stops ipforward before it writes anything.
+	if rc := run([]string{"ipforward", "--bogus"}, &out, &errb); rc != 2 {
+		t.Fatalf("ipforward with a bad flag rc=%d", rc)
+	}
 }
