@@ -18,9 +18,9 @@ import (
 )
 
 // Run runs the router until ctx ends. Whenever it returns it removes
-// everything it created (routes, rule, owned ipip or vxlan device) and leaves an
-// empty datafile; only a killed router leaves state behind, which the next
-// start finds through the datafile and its protocol number.
+// everything it created (routes, rule, owned ipip or vxlan device) and
+// leaves an empty datafile; only a killed router leaves state behind, which
+// the next start finds through the datafile and its protocol number.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
