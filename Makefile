@@ -166,11 +166,17 @@ $(TESTENV_BIN)/kube-apiserver: $(TESTENV_DEPS)
 $(TESTENV_BIN)/kubectl: $(TESTENV_DEPS)
 	cd $(TOOLS_MOD) && $(GO) build $(GOFLAGS_BUILD) -ldflags '$(K8S_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kubectl
 
+$(TESTENV_BIN)/kube-controller-manager: $(TESTENV_DEPS)
+	cd $(TOOLS_MOD) && $(GO) build $(GOFLAGS_BUILD) -ldflags '$(K8S_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
+
+$(TESTENV_BIN)/kube-proxy: $(TESTENV_DEPS)
+	cd $(TOOLS_MOD) && $(GO) build $(GOFLAGS_BUILD) -ldflags '$(K8S_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kube-proxy
+
 $(TESTENV_BIN)/etcd: $(TESTENV_DEPS)
 	cd $(TOOLS_MOD) && $(GO) build $(GOFLAGS_BUILD) -ldflags '-s -w' -o $@ ./etcd
 
 .PHONY: testenv
-testenv: $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/etcd $(TESTENV_BIN)/kubectl ## build etcd, kube-apiserver and kubectl into bin/testenv
+testenv: $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/etcd $(TESTENV_BIN)/kubectl $(TESTENV_BIN)/kube-controller-manager $(TESTENV_BIN)/kube-proxy ## build etcd, kube-apiserver, kube-controller-manager, kube-proxy and kubectl into bin/testenv
 
 ##@ Test
 

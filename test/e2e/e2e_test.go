@@ -3,12 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,8 +51,6 @@ type member struct {
 	name     string
 	publicIP string
 	values   string // examples values file of the main release
-	// podCIDR is the node's pod range: set for a pod-mode gateway.
-	podCIDR   string
 	wireguard bool
 	priv, pub string // WireGuard key pair, generated with `netd keygen`
 	// from the values file
@@ -125,7 +121,7 @@ func bringUp(t *testing.T) *testMesh {
 	example := func(p string) string { return filepath.Join(root, "examples", p) }
 	members := []*member{
 		{name: "kubelink1", publicIP: "172.31.0.11", values: example("kubelink1/values.yaml"), wireguard: true},
-		{name: "kubelink2", publicIP: "172.31.0.12", values: example("kubelink2/values.yaml"), wireguard: true, podCIDR: "100.96.2.0/24"},
+		{name: "kubelink2", publicIP: "172.31.0.12", values: example("kubelink2/values.yaml"), wireguard: true},
 		{name: "kubelink3", publicIP: "172.31.0.13", values: example("kubelink3/values-bridge.yaml")},
 		{name: "kubelink4", publicIP: "172.31.0.14", values: example("kubelink4/values.yaml"), wireguard: true},
 	}
@@ -170,7 +166,7 @@ func bringUp(t *testing.T) *testMesh {
 	ctx := context.Background()
 	m.Step("bring up clusters", func() {
 		for _, mb := range members {
-			c := m.AddCluster(ClusterConfig{Name: mb.name, PublicIP: mb.publicIP, Hosts: hosts, PodCIDR: mb.podCIDR})
+			c := m.AddCluster(ClusterConfig{Name: mb.name, PublicIP: mb.publicIP, Hosts: hosts})
 			c.StartAPI(mb.serviceCIDR)
 			if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kubelink"}}, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
@@ -197,7 +193,10 @@ func bringUp(t *testing.T) *testMesh {
 					t.Fatal(err)
 				}
 			}
-			broker := map[string]any{"replicas": 1, "extraArgs": []string{keepalive}}
+			// Gateways run on the gateway node, the one with a public
+			// address.
+			onGateway := map[string]any{gatewayLabel: "true"}
+			broker := map[string]any{"replicas": 1, "extraArgs": []string{keepalive}, "nodeSelector": onGateway}
 			if mb.wireguard {
 				broker["secretName"] = "kubelink-wireguard"
 			}
@@ -207,35 +206,38 @@ func bringUp(t *testing.T) *testMesh {
 				broker["podMode"] = false
 				broker["servedLinks"] = []string{"kubelink2"}
 			}
-			// The echo Service first: kubelink4's takes the very ClusterIP
-			// of kubelink2's, which a Service of the chart could otherwise
+			// The cluster DNS and the echo Service first: the DNS takes
+			// the 10th address, and kubelink4's echo the very ClusterIP of
+			// kubelink2's, which a Service of the chart could otherwise
 			// have been given at random.
+			c.CreateClusterDNS()
 			clusterIP := "" // allocated
 			if mb.name == "kubelink4" {
 				clusterIP = tm.echo["kubelink2"]
 			}
-			tm.echo[mb.name] = c.ServeHTTP("default", "echo", clusterIP)
+			tm.echo[mb.name] = c.DeployEcho("default", "echo", clusterIP, 1)
 			var ls []any
 			for _, l := range links[mb.name] {
 				ls = append(ls, l)
 			}
 			c.Install([]string{mb.values}, map[string]any{
 				"broker": broker,
-				"dns":    map[string]any{"replicas": 1, "clusterDNSIntegration": map[string]any{"enabled": false}},
+				"dns":    map[string]any{"replicas": 1},
 				"links":  ls,
 			})
 			if mb.name == "kubelink1" {
 				c.InstallRelease("kubelink-bridge", []string{example("kubelink1/values-kubelink3-bridge.yaml")}, map[string]any{
-					"broker": map[string]any{"replicas": 1, "extraArgs": []string{keepalive}},
+					"broker": map[string]any{"replicas": 1, "extraArgs": []string{keepalive}, "nodeSelector": onGateway},
 				})
 			}
-			c.StartClusterDNS()
 			tm.clusters[mb.name] = c
 		}
 		for _, mb := range members {
 			c := tm.clusters[mb.name]
 			startAll(t, c)
-			c.Forward(c.Value("dns.serviceIP"), 53, net.JoinHostPort(c.PodIP("kubelink-dns"), c.Value("dns.port")))
+			c.StartWorkload("Deployment", "kube-system", "coredns")
+			c.StartWorkload("Deployment", "default", "echo")
+			c.RunPod("default", "client")
 			c.Expose("kubelink", "kubelink-broker", "kubelink-broker")
 		}
 		// kubelink2 exposes its echo Service to the mesh twice.
@@ -351,6 +353,19 @@ func TestMeshInABox(t *testing.T) {
 		}
 	})
 
+	m.Step("user: a pod on a worker node of every cluster resolves a remote service through its cluster DNS and reaches it", func() {
+		for _, f := range []struct{ from, to, kind string }{
+			{"kubelink1", "kubelink3", "node-mode bridge (the second broker)"},
+			{"kubelink3", "kubelink1", "node-mode bridge"},
+			{"kubelink1", "kubelink2", "node-mode WireGuard to pod-mode WireGuard"},
+			{"kubelink2", "kubelink1", "pod-mode WireGuard"},
+			{"kubelink2", "kubelink3", "pod mode, relayed through kubelink1"},
+			{"kubelink3", "kubelink2", "node-mode bridge, relayed through kubelink1"},
+		} {
+			userFlow(t, tm, f.from, f.to, f.kind)
+		}
+	})
+
 	m.Step("a: kubelink1 reaches kubelink2 (WireGuard) and kubelink3 (bridge); kubelink3 reaches kubelink2 through kubelink1", func() {
 		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2, you are 192.168.0.11:")
 		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3, you are 192.168.0.11:")
@@ -405,6 +420,17 @@ func TestMeshInABox(t *testing.T) {
 		}, k2)
 		// Where the gateway is on the node (node mode), the router knows
 		// and routes nothing: the broker's device routes serve the node.
+		// Workers route the mesh to the gateway node.
+		for _, c := range []*Cluster{k1, k3, k4} {
+			w := c.Worker()
+			waitFor(t, 30*time.Second, func() error {
+				got := routes(t, func(ctx context.Context, args ...string) (string, error) { return execIn(ctx, w.NS, args...) }, "98")
+				if !strings.Contains(got, "192.168.0.0/24 via "+gatewayNodeIP+" ") {
+					return fmt.Errorf("%s: worker %s lacks the router's mesh route via the gateway node %s:\n%s", c.Name, w.Name, gatewayNodeIP, got)
+				}
+				return nil
+			}, c)
+		}
 		for _, c := range []*Cluster{k1, k3, k4} {
 			waitFor(t, 30*time.Second, func() error {
 				if got := routes(t, c.Exec, "98"); got != "" {
@@ -540,6 +566,48 @@ func TestMeshInABox(t *testing.T) {
 	t.Logf("e2e summary (%s total):\n%s", time.Since(began).Round(time.Second), strings.Join(lines, "\n"))
 }
 
+// userFlow is what a user does in a pod of cluster from (`kubectl run`,
+// on a worker node): resolve the echo Service of cluster to by its mesh
+// name through the pod's own resolv.conf (the cluster DNS, which hands the
+// mesh domain to the kubelink DNS), then curl it by name. The answer must
+// come from a pod of the remote echo Deployment on a worker node there,
+// through the remote kube-proxy, and name the caller as from's link
+// address (the gateway's SNAT).
+func userFlow(t *testing.T, tm *testMesh, from, to, kind string) {
+	t.Helper()
+	c, r := tm.clusters[from], tm.clusters[to]
+	name := "echo.default.svc." + to + ".kubelink"
+	began := time.Now()
+	var got string
+	waitFor(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		out, err := c.ExecPod(ctx, "client", "dig", "+short", "+tries=1", "+time=3", name, "A")
+		if err != nil {
+			return fmt.Errorf("%s: dig %s in the client pod: %v: %s", from, name, err, out)
+		}
+		got = strings.TrimSpace(out)
+		if got != tm.echo[to] {
+			return fmt.Errorf("%s: %s resolved to %q, want %s (%s)", from, name, got, tm.echo[to], kind)
+		}
+		return nil
+	}, c)
+	resolved := time.Since(began)
+	echoPod := r.podOf("echo")
+	if echoPod.node == r.Nodes[0] {
+		t.Fatalf("%s: the echo pod runs on the gateway node", to)
+	}
+	want := fmt.Sprintf("echo from %s, you are %s:", to, addrOf(tm.byName[from].linkAddress))
+	wantPod := fmt.Sprintf(", pod %s on %s", echoPod.name, echoPod.node.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := c.ExecPod(ctx, "client", "curl", "-sS", "--max-time", "5", "--retry", "3", "--retry-all-errors", "http://"+name+"/")
+	if err != nil || !strings.HasPrefix(out, want) || !strings.Contains(out, wantPod) {
+		t.Fatalf("%s -> %s (%s): curl http://%s/ from the client pod on %s: %v: %q, want %q…%q", from, to, kind, name, c.Worker().Name, err, out, want, wantPod)
+	}
+	t.Logf("%s -> %s (%s): %s = %s (resolved in %s); %s", from, to, kind, name, got, resolved.Round(time.Millisecond), strings.TrimSpace(out))
+}
+
 // addrOf is the address of an address/prefix.
 func addrOf(prefix string) string { return strings.SplitN(prefix, "/", 2)[0] }
 
@@ -631,32 +699,3 @@ func dig(t *testing.T, c *Cluster, server, name, qtype string) string {
 	return out
 }
 
-// waitFor polls cond until it returns nil; on timeout it fails with the
-// last error and the logs of the cluster's processes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error, c *Cluster) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	var logs []string
-	c.mu.Lock()
-	names := make([]string, 0, len(c.procs))
-	for n := range c.procs {
-		names = append(names, n)
-	}
-	c.mu.Unlock()
-	sort.Strings(names)
-	for _, n := range names {
-		l := c.Log(n)
-		if len(l) > 3000 {
-			l = l[len(l)-3000:]
-		}
-		logs = append(logs, "--- "+n+"\n"+l)
-	}
-	t.Fatalf("timed out after %s: %v\n%s", timeout, err, strings.Join(logs, "\n"))
-}

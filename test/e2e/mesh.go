@@ -1,10 +1,15 @@
-// Package e2e runs kubelink as a whole on one machine: simulated clusters,
-// each a network namespace with its own etcd + kube-apiserver, the chart
-// installed into it with bin/helm, and the chart's workloads run as
-// processes from the installed objects (there is no kubelet), recorded as
-// Pod objects; pods without hostNetwork may get network namespaces of their
-// own (podnet.go). The clusters' gateways reach each other over an
-// "internet" bridge namespace.
+// Package e2e runs kubelink as a whole on one machine: simulated clusters
+// that behave like clusters. Each has a control plane (etcd,
+// kube-apiserver, kube-controller-manager) on its gateway node, several
+// nodes (network namespaces) on a shared node network, each with a real
+// kube-proxy in nftables mode, a pod network with a namespace and an
+// address per pod (podnet.go), and a cluster DNS (CoreDNS `kubernetes`) in
+// a pod behind the kube-dns Service. The chart is installed with bin/helm,
+// and the workloads of the installed objects are run as processes on the
+// nodes their selectors pick (there is no kubelet or scheduler: this
+// package plays both and records Pod objects with their addresses, from
+// which kube-controller-manager builds the EndpointSlices). The clusters'
+// gateway nodes reach each other over an "internet" bridge namespace.
 package e2e
 
 import (
@@ -16,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -26,7 +32,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
@@ -61,55 +66,92 @@ func RequireBinaries(t testing.TB) Binaries {
 	return b
 }
 
+// The node and pod networks every simulated cluster has: identical in all
+// clusters, as the examples' values have them (cluster.nodeCIDR,
+// cluster.podCIDR), with a /24 of the pod network per node.
+const (
+	nodeNetworkBits = 16
+	// nodeNetworkRouter is the node network's default gateway.
+	nodeNetworkRouter = "10.250.0.1"
+	// gatewayNodeIP is the first node's; worker i (1…) gets .21, .22, ….
+	gatewayNodeIP = "10.250.0.11"
+	// gatewayLabel marks the node that may run the gateway (brokers'
+	// nodeSelector in the e2e values).
+	gatewayLabel = "kubelink.mandelsoft.org/gateway"
+)
+
+// nodePodCIDR is node i's pod range (0: the gateway node).
+func nodePodCIDR(i int) netip.Prefix {
+	return netip.MustParsePrefix(fmt.Sprintf("100.96.%d.0/24", i+1))
+}
+
+func nodeIP(i int) string {
+	if i == 0 {
+		return gatewayNodeIP
+	}
+	return fmt.Sprintf("10.250.0.%d", 20+i)
+}
+
 // ClusterConfig describes one simulated cluster.
 type ClusterConfig struct {
 	Name string
-	// PublicIP is the node's address on the internet bridge (/24).
+	// PublicIP is the gateway node's address on the internet bridge (/24).
 	PublicIP string
 	// Hosts maps names (e.g. gateway endpoints) to addresses for the
-	// cluster's resolver (/etc/netns/<ns>/hosts), on the node and in its
+	// cluster's resolver (/etc/netns/<ns>/hosts), on the nodes and in
 	// pods.
 	Hosts map[string]string
-	// PodCIDR is the node's pod range (e.g. 100.96.2.0/24). When set, pods
-	// without hostNetwork get their own network namespace with an address
-	// from it, as a CNI plugin would give them; when empty, every pod
-	// shares the node's namespace.
-	PodCIDR string
+	// Workers is the number of worker nodes beside the gateway node
+	// (default 1).
+	Workers int
 }
 
-// Cluster is one running simulated cluster: one node (network namespace
-// NS) with its own apiserver.
+// Node is one simulated node: a network namespace on the cluster's node
+// network with a pod range, a kube-proxy and the pods placed on it.
+type Node struct {
+	Name    string // the Node object's name
+	NS      string
+	IP      string // on the node network
+	PodCIDR netip.Prefix
+	Labels  map[string]string
+	podNets int // pod namespaces made so far
+	pods    int // pods placed, for spreading
+}
+
+// Cluster is one running simulated cluster: its nodes (the gateway node
+// first; NS is its namespace) with the control plane on the gateway node.
 type Cluster struct {
 	Name     string
 	NS       string
 	PublicIP string
 	Env      *testenv.Env
 	Client   kubernetes.Interface
+	Nodes    []*Node
 	// Values are the chart values of the main release as helm computed them.
 	Values map[string]any
 
-	m       *Mesh
-	dir     string
-	hosts   string
-	podCIDR netip.Prefix
-	mu      sync.Mutex
-	procs   map[string][]*netns.Proc
-	stops   map[string]chan struct{}
-	// pods are the workloads' pods by workload name; podNets counts the
-	// pod network namespaces made so far.
-	pods    map[string]*podInfo
-	podNets int
-	// nat are the rules of the node's nat table (the CNI's masquerade and
-	// the kube-proxy stand-in's DNAT).
+	m           *Mesh
+	dir         string
+	hosts       string
+	serviceCIDR netip.Prefix
+	mu          sync.Mutex
+	procs       map[string][]*netns.Proc
+	stops       map[string]chan struct{}
+	// pods are the workloads' pods by workload name.
+	pods map[string][]*podInfo
+	// nat are the rules of the gateway node's nat table (the CNI's
+	// masquerade and the cloud load balancer's DNAT to exposed pods).
 	nat []string
 }
 
-// podInfo is a workload's (single) pod on the node.
+// podInfo is one pod of a workload.
 type podInfo struct {
-	name string
-	ns   string // network namespace: the node's or its own
-	ip   string
-	tmpl *corev1.PodTemplateSpec
+	name      string
+	namespace string
+	node      *Node
+	ns        string // network namespace: the node's or its own
+	ip        string
+	tmpl      *corev1.PodTemplateSpec
 }
 
 // Mesh is a set of simulated clusters on one internet.
@@ -195,20 +237,17 @@ func (m *Mesh) mkdirHost(path string) {
 	m.mu.Unlock()
 }
 
-// AddCluster builds the cluster's node: its network namespace on the
-// internet bridge, its hosts file and, with a pod CIDR, the node's side of
-// the pod network. StartAPI, Install and StartWorkload follow.
+// AddCluster builds the cluster's nodes: the gateway node on the internet
+// bridge, the workers, all on a node network (a bridge of their own) with
+// routes between their pod ranges, as a host-gateway CNI would set up.
+// StartAPI, Install and StartWorkload follow.
 func (m *Mesh) AddCluster(cfg ClusterConfig) *Cluster {
 	m.t.Helper()
 	c := &Cluster{Name: cfg.Name, PublicIP: cfg.PublicIP, m: m, dir: filepath.Join(m.dir, cfg.Name),
-		procs: map[string][]*netns.Proc{}, stops: map[string]chan struct{}{}, pods: map[string]*podInfo{}}
+		procs: map[string][]*netns.Proc{}, stops: map[string]chan struct{}{}, pods: map[string][]*podInfo{}}
 	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		m.t.Fatal(err)
 	}
-	c.NS = m.Lab.NS(cfg.Name)
-	m.Lab.Veth(c.NS, "eth0", cfg.PublicIP+"/24", m.inet, "p-"+cfg.Name, "")
-	m.Lab.Attach(m.inet, "p-"+cfg.Name, "br0")
-	m.Lab.Forwarding(c.NS)
 	if len(cfg.Hosts) > 0 {
 		names := make([]string, 0, len(cfg.Hosts))
 		for name := range cfg.Hosts {
@@ -221,21 +260,57 @@ func (m *Mesh) AddCluster(cfg ClusterConfig) *Cluster {
 			fmt.Fprintf(&b, "%s %s\n", cfg.Hosts[name], name)
 		}
 		c.hosts = b.String()
-		c.writeHosts(c.NS)
 	}
-	if cfg.PodCIDR != "" {
-		p, err := netip.ParsePrefix(cfg.PodCIDR)
-		if err != nil {
-			m.t.Fatalf("pod CIDR of %s: %v", cfg.Name, err)
+	workers := cfg.Workers
+	if workers == 0 {
+		workers = 1
+	}
+	// The node network: a bridge in a namespace of its own whose address
+	// is every node's default gateway, a router that knows nothing of the
+	// mesh (it has no routes beyond the node network), as a cloud VPC's.
+	lan := m.Lab.NS(cfg.Name + "-lan")
+	m.Lab.Bridge(lan, "br0", fmt.Sprintf("%s/%d", nodeNetworkRouter, nodeNetworkBits))
+	for i := 0; i <= workers; i++ {
+		n := &Node{IP: nodeIP(i), PodCIDR: nodePodCIDR(i)}
+		if i == 0 {
+			n.Name, n.NS = cfg.Name+"-gw", m.Lab.NS(cfg.Name)
+			n.Labels = map[string]string{gatewayLabel: "true"}
+			m.Lab.Veth(n.NS, "eth0", cfg.PublicIP+"/24", m.inet, "p-"+cfg.Name, "")
+			m.Lab.Attach(m.inet, "p-"+cfg.Name, "br0")
+			c.NS = n.NS
+		} else {
+			n.Name = fmt.Sprintf("%s-w%d", cfg.Name, i)
+			n.NS = m.Lab.NS(n.Name)
+			n.Labels = map[string]string{}
 		}
-		c.podCIDR = p.Masked()
-		// The CNI's part on the node: pods reach the internet with the
-		// node's address.
-		c.addNAT(fmt.Sprintf("postrouting ip saddr %s oifname \"eth0\" masquerade", c.podCIDR))
+		n.Labels["kubernetes.io/hostname"] = n.Name
+		n.Labels["kubernetes.io/os"] = "linux"
+		lanIf := fmt.Sprintf("n%d", i)
+		m.Lab.Veth(n.NS, "eth1", fmt.Sprintf("%s/%d", n.IP, nodeNetworkBits), lan, lanIf, "")
+		m.Lab.Attach(lan, lanIf, "br0")
+		m.Lab.Run("ip", "-n", n.NS, "route", "add", "default", "via", nodeNetworkRouter, "dev", "eth1")
+		m.Lab.Forwarding(n.NS)
+		c.writeHosts(n.NS)
+		c.Nodes = append(c.Nodes, n)
 	}
+	// The CNI's routes: every other node's pod range via that node.
+	for _, n := range c.Nodes {
+		for _, o := range c.Nodes {
+			if o != n {
+				m.Lab.Run("ip", "-n", n.NS, "route", "add", o.PodCIDR.String(), "via", o.IP, "dev", "eth1")
+			}
+		}
+	}
+	// The CNI's part on the gateway node: pods reach the internet with the
+	// node's address.
+	c.addNAT(fmt.Sprintf("postrouting ip saddr %s oifname \"eth0\" masquerade", clusterPodCIDR))
 	m.Clusters[c.Name] = c
 	return c
 }
+
+// clusterPodCIDR is every cluster's pod network (cluster.podCIDR of the
+// examples).
+const clusterPodCIDR = "100.96.0.0/11"
 
 // writeHosts gives a network namespace the cluster's hosts file (`ip netns
 // exec` bind-mounts /etc/netns/<ns>/hosts over /etc/hosts).
@@ -244,21 +319,47 @@ func (c *Cluster) writeHosts(ns string) {
 	if c.hosts == "" {
 		return
 	}
+	c.writeEtc(ns, "hosts", c.hosts)
+}
+
+// writeResolv gives a network namespace the resolv.conf the kubelet writes
+// for ClusterFirst pods of a namespace ("" for a node: the search list
+// without the namespace).
+func (c *Cluster) writeResolv(ns, namespace string) {
+	c.m.t.Helper()
+	domain := c.Value("cluster.domain")
+	if domain == "" {
+		domain = v1alpha1.DefaultClusterDomain
+	}
+	search := "svc." + domain + " " + domain
+	if namespace != "" {
+		search = namespace + ".svc." + domain + " " + search
+	}
+	c.writeEtc(ns, "resolv.conf", fmt.Sprintf("search %s\nnameserver %s\noptions ndots:5\n", search, c.ClusterDNSIP()))
+}
+
+func (c *Cluster) writeEtc(ns, name, content string) {
+	c.m.t.Helper()
 	d := filepath.Join("/etc/netns", ns)
 	c.m.mkdirHost(d)
-	if err := os.WriteFile(filepath.Join(d, "hosts"), []byte(c.hosts), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
 		c.m.t.Fatal(err)
 	}
 }
 
-// StartAPI starts the cluster's apiserver inside its namespace with the
-// service CIDR the values name.
+// StartAPI starts the cluster's control plane on the gateway node (etcd,
+// kube-apiserver advertising the node's address as the `kubernetes`
+// Service endpoint, kube-controller-manager), registers the nodes and
+// starts a kube-proxy on each; it returns once every node reaches the
+// apiserver through the `kubernetes` Service's ClusterIP.
 func (c *Cluster) StartAPI(serviceCIDR string) {
 	c.m.t.Helper()
+	c.serviceCIDR = netip.MustParsePrefix(serviceCIDR).Masked()
 	c.Env = testenv.Start(c.m.t, testenv.Options{
-		ServiceCIDR: serviceCIDR,
-		Wrap:        []string{"ip", "netns", "exec", c.NS},
-		Dial:        netns.DialContext(c.NS),
+		ServiceCIDR:      serviceCIDR,
+		Wrap:             []string{"ip", "netns", "exec", c.NS},
+		Dial:             netns.DialContext(c.NS),
+		AdvertiseAddress: gatewayNodeIP,
 	})
 	c.Client = c.Env.Client()
 	// Registered after the apiserver's cleanup, so it runs before it: the
@@ -266,6 +367,11 @@ func (c *Cluster) StartAPI(serviceCIDR string) {
 	// broker releases its Lease, a router removes its routes) instead of
 	// waiting for a dead apiserver until they are killed.
 	c.m.t.Cleanup(c.m.stopClusters)
+	if err := c.Env.StartControllerManager(); err != nil {
+		c.m.t.Fatal(err)
+	}
+	c.registerNodes()
+	c.startKubeProxies()
 }
 
 // stopClusters ends the workloads of all clusters, then their apiservers,
@@ -373,45 +479,21 @@ func valueAt(v map[string]any, path string) string {
 	return fmt.Sprint(cur)
 }
 
-// ClusterDNSIP is the cluster DNS service IP (values or the 10th address).
+// ClusterDNSIP is the cluster DNS Service's ClusterIP: the 10th address of
+// the service CIDR, as kubeadm chooses it (and as the chart assumes).
 func (c *Cluster) ClusterDNSIP() string {
-	if ip := c.Value("cluster.dnsIP"); ip != "" {
-		return ip
-	}
-	return mesh.NthAddress(netip.MustParsePrefix(c.Value("cluster.serviceCIDR")), 10).String()
+	return mesh.NthAddress(c.serviceCIDR, 10).String()
 }
+
+// APIServiceIP is the `kubernetes` Service's ClusterIP (the service
+// CIDR's first address).
+func (c *Cluster) APIServiceIP() string { return c.serviceCIDR.Addr().Next().String() }
 
 // AddLoopback puts an address on the namespace's loopback (a ClusterIP the
 // node answers itself).
 func (c *Cluster) AddLoopback(ip string) {
 	c.m.t.Helper()
 	c.m.Lab.Run("ip", "-n", c.NS, "addr", "replace", ip+"/32", "dev", "lo")
-}
-
-// StartClusterDNS runs the cluster's own DNS: bin/coredns with the
-// kubernetes plugin reading the cluster's apiserver, on the DNS service IP.
-func (c *Cluster) StartClusterDNS() {
-	c.m.t.Helper()
-	ip := c.ClusterDNSIP()
-	c.AddLoopback(ip)
-	domain := c.Value("cluster.domain")
-	if domain == "" {
-		domain = v1alpha1.DefaultClusterDomain
-	}
-	corefile := fmt.Sprintf(`%s:53 in-addr.arpa:53 {
-    bind %s
-    errors
-    kubernetes %s in-addr.arpa {
-        kubeconfig %s
-        pods insecure
-    }
-}
-`, domain, ip, domain, c.Env.Kubeconfig)
-	f := filepath.Join(c.dir, "cluster-dns.Corefile")
-	if err := os.WriteFile(f, []byte(corefile), 0o600); err != nil {
-		c.m.t.Fatal(err)
-	}
-	c.start(c.NS, "cluster-dns", nil, c.m.Bin.CoreDNS, "-conf", f)
 }
 
 func (c *Cluster) start(ns, name string, env []string, argv ...string) *netns.Proc {
@@ -432,7 +514,8 @@ func (c *Cluster) Log(name string) string {
 	return string(b)
 }
 
-// binaryFor maps the chart's images to the locally built binaries.
+// binaryFor maps the images to the locally built binaries ("" for the echo
+// image, which the test serves itself).
 func (m *Mesh) binaryFor(image string) (string, error) {
 	repo := image
 	if i := strings.LastIndex(repo, "@"); i >= 0 {
@@ -442,6 +525,8 @@ func (m *Mesh) binaryFor(image string) (string, error) {
 		repo = repo[:i]
 	}
 	switch {
+	case repo == echoRepository:
+		return "", nil
 	case strings.HasSuffix(repo, "/coredns") || repo == "coredns":
 		return m.Bin.CoreDNS, nil
 	case strings.HasSuffix(repo, "/netd") || repo == "netd":
@@ -450,64 +535,124 @@ func (m *Mesh) binaryFor(image string) (string, error) {
 	return "", fmt.Errorf("no local binary for image %s", image)
 }
 
-// StartWorkload runs the pod of an installed Deployment or DaemonSet (one
-// replica: the simulated cluster has one node) and records it as a Pod
-// object, as the scheduler and the kubelet would: other components (the
-// router) find the gateway through it. A pod keeps its name, network
-// namespace and address across restarts.
+// StartWorkload runs the pods of a Deployment (spec.replicas of them) or a
+// DaemonSet (one per matching node) as the scheduler and the kubelet
+// would: each pod is placed on a node its nodeSelector allows (Deployments
+// spread over the nodes with the fewest pods, workers first), gets a
+// network namespace and address of its own unless it uses the host
+// network, is recorded as a Pod object with its addresses (from which the
+// EndpointSlice controller builds endpoints) and runs its containers. A
+// pod keeps its name, node, network namespace and address across
+// restarts.
 func (c *Cluster) StartWorkload(kind, namespace, name string) {
 	c.m.t.Helper()
 	ctx := context.Background()
-	tmpl, err := templateOf(ctx, c.Client, kind, namespace, name)
+	tmpl, replicas, err := templateOf(ctx, c.Client, kind, namespace, name)
 	if err != nil {
 		c.m.t.Fatal(err)
 	}
 	c.mu.Lock()
-	pi := c.pods[name]
+	pis := c.pods[name]
 	c.mu.Unlock()
-	if pi == nil {
-		pi = &podInfo{name: name + "-0", ns: c.NS, ip: c.PublicIP}
-		if !tmpl.Spec.HostNetwork && c.podCIDR.IsValid() {
-			pi.ns, pi.ip = c.podNetwork(pi.name)
+	if pis == nil {
+		for i, n := range c.place(kind, tmpl, replicas) {
+			pi := &podInfo{name: fmt.Sprintf("%s-%d", name, i), namespace: namespace, node: n, ns: n.NS, ip: n.IP}
+			if kind == "DaemonSet" {
+				pi.name = name + "-" + n.Name
+			}
+			if !tmpl.Spec.HostNetwork {
+				pi.ns, pi.ip = c.podNetwork(n, pi.name, namespace)
+			}
+			pis = append(pis, pi)
+		}
+		if len(pis) == 0 {
+			c.m.t.Fatalf("%s: no node for %s %s/%s", c.Name, kind, namespace, name)
 		}
 		c.mu.Lock()
-		c.pods[name] = pi
+		c.pods[name] = pis
 		c.mu.Unlock()
 	}
-	pi.tmpl = tmpl
-	host := PodHost{NodeName: c.Name, HostIP: c.PublicIP, PodIP: pi.ip, Binary: c.m.binaryFor}
-	u, _ := url(c.Env.URL)
-	pods, err := podsOf(ctx, c.Client, host, caOf(c.Env), u.host, u.port, c.dir, namespace, pi.name, tmpl)
-	if err != nil {
-		c.m.t.Fatal(err)
-	}
-	if err := c.recordPod(ctx, namespace, pi); err != nil {
-		c.m.t.Fatal(err)
-	}
-	for _, p := range pods {
-		for _, mp := range p.mountPoints() {
-			c.m.mkdirHost(mp)
+	for _, pi := range pis {
+		pi.tmpl = tmpl
+		host := PodHost{NodeName: pi.node.Name, HostIP: pi.node.IP, PodIP: pi.ip, Binary: c.m.binaryFor}
+		pods, err := podsOf(ctx, c.Client, host, caOf(c.Env), c.APIServiceIP(), "443", filepath.Join(c.dir, pi.node.Name), namespace, pi.name, tmpl)
+		if err != nil {
+			c.m.t.Fatal(err)
 		}
-		c.supervise(pi.ns, name+"-"+p.Container, p.Env, p.shellCommand())
+		if err := c.recordPod(ctx, namespace, pi); err != nil {
+			c.m.t.Fatal(err)
+		}
+		for _, p := range pods {
+			if p.Argv[0] == "" {
+				c.serveEcho(pi, p)
+				continue
+			}
+			for _, mp := range p.mountPoints() {
+				c.m.mkdirHost(mp)
+			}
+			c.supervise(pi.ns, pi.name+"-"+p.Container, p.Env, p.shellCommand())
+		}
 	}
 }
 
-// PodIP is the address of a workload's pod (the node's for hostNetwork
-// pods and for clusters without a pod network).
+// place picks the nodes of a workload's pods: every node its nodeSelector
+// allows for a DaemonSet; for a Deployment, replicas times the allowed
+// worker with the fewest pods so far (the gateway node only when the
+// nodeSelector picks it).
+func (c *Cluster) place(kind string, tmpl *corev1.PodTemplateSpec, replicas int) []*Node {
+	var allowed []*Node
+	for _, n := range append(append([]*Node(nil), c.Nodes[1:]...), c.Nodes[0]) {
+		ok := true
+		for k, v := range tmpl.Spec.NodeSelector {
+			if n.Labels[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			allowed = append(allowed, n)
+		}
+	}
+	if kind == "DaemonSet" {
+		return allowed
+	}
+	// The gateway node is for the gateways (it is usually dedicated or
+	// tainted): other Deployments go to the workers.
+	if len(allowed) > 1 && tmpl.Spec.NodeSelector[gatewayLabel] == "" {
+		allowed = slices.DeleteFunc(allowed, func(n *Node) bool { return n == c.Nodes[0] })
+	}
+	var out []*Node
+	for i := 0; i < replicas && len(allowed) > 0; i++ {
+		best := allowed[0]
+		for _, n := range allowed[1:] {
+			if n.pods < best.pods {
+				best = n
+			}
+		}
+		best.pods++
+		out = append(out, best)
+	}
+	return out
+}
+
+// PodIP is the address of a workload's first pod (its node's for
+// hostNetwork pods).
 func (c *Cluster) PodIP(workload string) string { return c.podOf(workload).ip }
 
-// PodNS is the network namespace of a workload's pod.
+// PodNS is the network namespace of a workload's first pod.
 func (c *Cluster) PodNS(workload string) string { return c.podOf(workload).ns }
+
+// PodNode is the node of a workload's first pod.
+func (c *Cluster) PodNode(workload string) *Node { return c.podOf(workload).node }
 
 func (c *Cluster) podOf(workload string) *podInfo {
 	c.m.t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pi := c.pods[workload]
-	if pi == nil {
+	pis := c.pods[workload]
+	if len(pis) == 0 {
 		c.m.t.Fatalf("%s: no pod of workload %s", c.Name, workload)
 	}
-	return pi
+	return pis[0]
 }
 
 // supervise runs a pod's process and restarts it when it exits, as the
@@ -624,61 +769,6 @@ func url(u string) (hostPort, error) {
 
 func caOf(e *testenv.Env) []byte { return e.Config.TLSClientConfig.CAData }
 
-// ServeHTTP creates a ClusterIP Service (with the given ClusterIP, or one
-// the apiserver allocates when empty) and serves it from the node: the
-// address on loopback, an HTTP server naming the cluster (the stand-in for
-// kube-proxy and the backend pods).
-func (c *Cluster) ServeHTTP(namespace, name, clusterIP string) string {
-	c.m.t.Helper()
-	ctx := context.Background()
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: corev1.ServiceSpec{ClusterIP: clusterIP, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
-			Selector: map[string]string{"app": name}},
-	}
-	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{}); err != nil {
-		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
-			c.m.t.Fatal(err)
-		}
-	}
-	created, err := c.Client.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
-	if err != nil {
-		c.m.t.Fatal(err)
-	}
-	ip := created.Spec.ClusterIP
-	c.AddLoopback(ip)
-	ln, err := netns.Listen(c.NS, "tcp", net.JoinHostPort(ip, "80"))
-	if err != nil {
-		c.m.t.Fatal(err)
-	}
-	srv := newHTTPServer(fmt.Sprintf("%s from %s", name, c.Name))
-	go func() { _ = srv.Serve(ln) }()
-	c.m.mu.Lock()
-	c.m.servers = append(c.m.servers, func() { _ = srv.Close() })
-	c.m.mu.Unlock()
-	return ip
-}
-
-// Forward is a kube-proxy stand-in for one Service port: it accepts on
-// ip:port (UDP and TCP) inside the node's namespace and relays to target.
-func (c *Cluster) Forward(ip string, port int, target string) {
-	c.m.t.Helper()
-	c.AddLoopback(ip)
-	addr := net.JoinHostPort(ip, fmt.Sprint(port))
-	ln, err := netns.Listen(c.NS, "tcp", addr)
-	if err != nil {
-		c.m.t.Fatal(err)
-	}
-	pc, err := netns.ListenPacket(c.NS, "udp", addr)
-	if err != nil {
-		c.m.t.Fatal(err)
-	}
-	stop := relay(ln, pc, c.NS, target)
-	c.m.mu.Lock()
-	c.m.servers = append(c.m.servers, stop)
-	c.m.mu.Unlock()
-}
-
 // KubeLinks returns the cluster's KubeLink objects.
 func (c *Cluster) KubeLinks() map[string]*unstructured.Unstructured {
 	c.m.t.Helper()
@@ -708,4 +798,34 @@ func execIn(ctx context.Context, ns string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// waitFor polls cond until it returns nil; on timeout it fails with the
+// last error and the logs of the cluster's processes.
+func waitFor(t testing.TB, timeout time.Duration, cond func() error, c *Cluster) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var logs []string
+	c.mu.Lock()
+	names := make([]string, 0, len(c.procs))
+	for n := range c.procs {
+		names = append(names, n)
+	}
+	c.mu.Unlock()
+	sort.Strings(names)
+	for _, n := range names {
+		l := c.Log(n)
+		if len(l) > 3000 {
+			l = l[len(l)-3000:]
+		}
+		logs = append(logs, "--- "+n+"\n"+l)
+	}
+	t.Fatalf("timed out after %s: %v\n%s", timeout, err, strings.Join(logs, "\n"))
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,68 +10,48 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/kubelink/kubelink/test/netns"
 )
 
-// The pod network of a simulated node, where a CNI plugin and kube-proxy
-// would do the work: every pod without hostNetwork gets a network
-// namespace joined to the node by a veth pair, an address (/32) from the
-// node's pod CIDR (.2, .3, ...) and a default route via the node (.1 on
-// every node-side veth, a /32 route per pod); the node masquerades pod traffic
-// to the internet and DNATs exposed Services from its public address to
-// the pod. The node's nat table is `ip e2e-node`, apart from netd's tables.
+// The pod network of a simulated node, where a CNI plugin would do the
+// work: every pod without hostNetwork gets a network namespace joined to
+// its node by a veth pair, an address (/32) from the node's pod range (.2,
+// .3, ...) and a default route via the node (.1 on every node-side veth,
+// a /32 route per pod); nodes route each other's pod ranges over the node
+// network (AddCluster). The gateway node masquerades pod traffic to the
+// internet and DNATs exposed Services from its public address to the pod
+// (a cloud load balancer's part). That nat table is `ip e2e-node`, apart
+// from kube-proxy's and netd's tables. ClusterIPs are kube-proxy's.
 
-// podNetwork creates the network namespace of a pod and returns it with
-// the pod's address.
-func (c *Cluster) podNetwork(podName string) (ns, ip string) {
+// podNetwork creates the network namespace of a pod on node n and returns
+// it with the pod's address; its resolv.conf is the one the kubelet
+// writes for a ClusterFirst pod of namespace.
+func (c *Cluster) podNetwork(n *Node, podName, namespace string) (ns, ip string) {
 	c.m.t.Helper()
 	c.mu.Lock()
-	n := c.podNets
-	c.podNets++
+	i := n.podNets
+	n.podNets++
 	c.mu.Unlock()
-	gw := c.podCIDR.Addr().Next()
+	gw := n.PodCIDR.Addr().Next()
 	addr := gw
-	for i := 0; i <= n; i++ {
+	for j := 0; j <= i; j++ {
 		addr = addr.Next()
 	}
-	if !c.podCIDR.Contains(addr) {
-		c.m.t.Fatalf("%s: pod CIDR %s is full", c.Name, c.podCIDR)
+	if !n.PodCIDR.Contains(addr) {
+		c.m.t.Fatalf("%s: pod range %s of node %s is full", c.Name, n.PodCIDR, n.Name)
 	}
 	ns = c.m.Lab.NS(c.Name + "-" + podName)
-	hostIf := fmt.Sprintf("pod%d", n)
+	hostIf := fmt.Sprintf("pod%d", i)
 	// A /32 in the pod and everything via the node, so that pods never
 	// expect each other on a shared link (the node does not answer ARP for
 	// them).
-	c.m.Lab.Veth(ns, "eth0", addr.String()+"/32", c.NS, hostIf, "")
-	c.m.Lab.Run("ip", "-n", c.NS, "addr", "add", gw.String()+"/32", "dev", hostIf)
-	c.m.Lab.Run("ip", "-n", c.NS, "route", "add", addr.String()+"/32", "dev", hostIf)
+	c.m.Lab.Veth(ns, "eth0", addr.String()+"/32", n.NS, hostIf, "")
+	c.m.Lab.Run("ip", "-n", n.NS, "addr", "add", gw.String()+"/32", "dev", hostIf)
+	c.m.Lab.Run("ip", "-n", n.NS, "route", "add", addr.String()+"/32", "dev", hostIf)
 	c.m.Lab.Run("ip", "-n", ns, "route", "add", gw.String()+"/32", "dev", "eth0", "scope", "link")
 	c.m.Lab.Run("ip", "-n", ns, "route", "add", "default", "via", gw.String(), "dev", "eth0")
 	c.writeHosts(ns)
-	c.relayAPI(ns)
+	c.writeResolv(ns, namespace)
 	return ns, addr.String()
-}
-
-// relayAPI makes the apiserver, which listens on the node's loopback,
-// reachable at the same address inside a pod's namespace (where in-cluster
-// clients find it through KUBERNETES_SERVICE_HOST). A real cluster has a
-// Service for it; the apiserver's certificate names the loopback address.
-func (c *Cluster) relayAPI(ns string) {
-	c.m.t.Helper()
-	u, err := url(c.Env.URL)
-	if err != nil {
-		c.m.t.Fatal(err)
-	}
-	addr := net.JoinHostPort(u.host, u.port)
-	ln, err := netns.Listen(ns, "tcp", addr)
-	if err != nil {
-		c.m.t.Fatalf("apiserver relay in %s: %v", ns, err)
-	}
-	go netns.Relay(ln, addr, netns.DialContext(c.NS))
-	c.m.mu.Lock()
-	c.m.servers = append(c.m.servers, func() { _ = ln.Close() })
-	c.m.mu.Unlock()
 }
 
 // recordPod creates (or finds) the workload's Pod object, bound to the
@@ -80,7 +59,7 @@ func (c *Cluster) relayAPI(ns string) {
 func (c *Cluster) recordPod(ctx context.Context, namespace string, pi *podInfo) error {
 	pods := c.Client.CoreV1().Pods(namespace)
 	spec := pi.tmpl.Spec.DeepCopy()
-	spec.NodeName = c.Name
+	spec.NodeName = pi.node.Name
 	p, err := pods.Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: pi.name, Namespace: namespace, Labels: pi.tmpl.Labels, Annotations: pi.tmpl.Annotations},
 		Spec:       *spec,
@@ -99,8 +78,8 @@ func (c *Cluster) recordPod(ctx context.Context, namespace string, pi *podInfo) 
 	p.Status = corev1.PodStatus{
 		Phase:      corev1.PodRunning,
 		Conditions: conds,
-		HostIP:     c.PublicIP,
-		HostIPs:    []corev1.HostIP{{IP: c.PublicIP}},
+		HostIP:     pi.node.IP,
+		HostIPs:    []corev1.HostIP{{IP: pi.node.IP}},
 		PodIP:      pi.ip,
 		PodIPs:     []corev1.PodIP{{IP: pi.ip}},
 		StartTime:  &now,
@@ -122,14 +101,12 @@ func (c *Cluster) Expose(namespace, service, workload string) {
 	if err != nil {
 		c.m.t.Fatal(err)
 	}
-	c.mu.Lock()
-	pi := c.pods[workload]
-	c.mu.Unlock()
-	if pi == nil {
-		c.m.t.Fatalf("%s: no pod of workload %s", c.Name, workload)
-	}
+	pi := c.podOf(workload)
 	if pi.ns == c.NS {
 		return
+	}
+	if pi.node != c.Nodes[0] {
+		c.m.t.Fatalf("%s: %s runs on %s, not on the gateway node that has the public address", c.Name, workload, pi.node.Name)
 	}
 	for _, sp := range svc.Spec.Ports {
 		target := sp.TargetPort.IntValue()

@@ -30,6 +30,9 @@ type Pod struct {
 	// Mounts maps container paths to host directories with the volume's
 	// content.
 	Mounts map[string]string
+	// Ports are the container ports (used for the echo, which has no
+	// process).
+	Ports []int
 }
 
 // PodHost gives the downward API values of the simulated node.
@@ -42,23 +45,28 @@ type PodHost struct {
 	Binary func(image string) (string, error)
 }
 
-// templateOf reads the pod template of a Deployment or DaemonSet.
-func templateOf(ctx context.Context, c kubernetes.Interface, kind, namespace, name string) (*corev1.PodTemplateSpec, error) {
+// templateOf reads the pod template of a Deployment or DaemonSet and, for a
+// Deployment, its replicas.
+func templateOf(ctx context.Context, c kubernetes.Interface, kind, namespace, name string) (*corev1.PodTemplateSpec, int, error) {
 	switch kind {
 	case "Deployment":
 		d, err := c.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("reading deployment %s/%s: %w", namespace, name, err)
+			return nil, 0, fmt.Errorf("reading deployment %s/%s: %w", namespace, name, err)
 		}
-		return &d.Spec.Template, nil
+		replicas := 1
+		if d.Spec.Replicas != nil {
+			replicas = int(*d.Spec.Replicas)
+		}
+		return &d.Spec.Template, replicas, nil
 	case "DaemonSet":
 		d, err := c.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("reading daemonset %s/%s: %w", namespace, name, err)
+			return nil, 0, fmt.Errorf("reading daemonset %s/%s: %w", namespace, name, err)
 		}
-		return &d.Spec.Template, nil
+		return &d.Spec.Template, 0, nil
 	}
-	return nil, fmt.Errorf("unsupported workload kind %s", kind)
+	return nil, 0, fmt.Errorf("unsupported workload kind %s", kind)
 }
 
 // podsOf turns every container of a workload's pod template into a
@@ -94,6 +102,15 @@ func podsOf(ctx context.Context, c kubernetes.Interface, host PodHost, restCA []
 			return nil, err
 		}
 		argv := []string{bin}
+		if bin == "" {
+			// Served by the test itself (the echo): no process.
+			p.Argv, p.Env = argv, nil
+			for _, cp := range ctr.Ports {
+				p.Ports = append(p.Ports, int(cp.ContainerPort))
+			}
+			out = append(out, p)
+			continue
+		}
 		if len(ctr.Command) > 0 {
 			argv = []string{bin}
 			for _, a := range ctr.Command[1:] {

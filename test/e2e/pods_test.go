@@ -74,7 +74,7 @@ func TestPodsOf(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := PodHost{NodeName: "node1", HostIP: "10.250.0.5", Binary: func(image string) (string, error) { return "/bin/coredns-" + strings.SplitN(image, ":", 2)[0][9:], nil }}
-	tmpl, err := templateOf(ctx, c, "Deployment", "kubelink", "dns")
+	tmpl, _, err := templateOf(ctx, c, "Deployment", "kubelink", "dns")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,13 @@ type Options struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Log receives the processes' output; default: a file in the work dir.
 	Log io.Writer
+	// AdvertiseAddress, when set, makes the apiserver a cluster's: it
+	// listens on every address of its network namespace, advertises this
+	// one as the endpoint of the `kubernetes` Service (lease endpoint
+	// reconciler, as a real control plane does) and its certificate names
+	// it and the Service's ClusterIP, so nodes and pods reach it the way
+	// they reach a real apiserver. etcd stays on BindAddress.
+	AdvertiseAddress string
 }
 
 // Env is one running etcd + kube-apiserver.
@@ -65,6 +73,12 @@ type Env struct {
 	opts     Options
 	bin      string
 	caPEM    []byte
+	caFile   string
+	saKey    string
+	adminCrt []byte
+	adminKey []byte
+	apiPort  int
+	kcmArgs  []string
 	ownDir   bool
 	mu       sync.Mutex
 	procs    map[string]*exec.Cmd
@@ -180,6 +194,14 @@ func (e *Env) prepare() error {
 		return err
 	}
 	hosts := []string{e.opts.BindAddress, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}
+	if e.opts.AdvertiseAddress != "" {
+		svc, err := netip.ParsePrefix(e.opts.ServiceCIDR)
+		if err != nil {
+			return fmt.Errorf("service CIDR: %w", err)
+		}
+		// The `kubernetes` Service's ClusterIP is the range's first address.
+		hosts = append(hosts, e.opts.AdvertiseAddress, svc.Masked().Addr().Next().String())
+	}
 	serverCert, serverKey, err := p.Issue("kube-apiserver", nil, hosts, x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return err
@@ -194,6 +216,7 @@ func (e *Env) prepare() error {
 	if err != nil {
 		return err
 	}
+	e.caFile, e.saKey, e.adminCrt, e.adminKey = caFile, saKey, adminCert, adminKey
 	ports, err := freePorts(e.opts.BindAddress, 3)
 	if err != nil {
 		return err
@@ -202,6 +225,11 @@ func (e *Env) prepare() error {
 	etcdClient := "http://" + net.JoinHostPort(host, strconv.Itoa(ports[0]))
 	etcdPeer := "http://" + net.JoinHostPort(host, strconv.Itoa(ports[1]))
 	e.URL = "https://" + net.JoinHostPort(host, strconv.Itoa(ports[2]))
+	e.apiPort = ports[2]
+	bind, advertise, reconciler := host, host, "none"
+	if e.opts.AdvertiseAddress != "" {
+		bind, advertise, reconciler = "0.0.0.0", e.opts.AdvertiseAddress, "lease"
+	}
 	e.etcdArgs = []string{
 		"--name=testenv",
 		"--data-dir=" + filepath.Join(e.Dir, "etcd"),
@@ -215,10 +243,10 @@ func (e *Env) prepare() error {
 	}
 	e.apiArgs = []string{
 		"--etcd-servers=" + etcdClient,
-		"--bind-address=" + host,
-		"--advertise-address=" + host,
+		"--bind-address=" + bind,
+		"--advertise-address=" + advertise,
 		"--secure-port=" + strconv.Itoa(ports[2]),
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + reconciler,
 		"--tls-cert-file=" + certFile,
 		"--tls-private-key-file=" + keyFile,
 		"--client-ca-file=" + caFile,
@@ -243,8 +271,12 @@ func (e *Env) prepare() error {
 }
 
 func (e *Env) writeKubeconfig(path, user string, auth *clientcmdapi.AuthInfo) error {
+	return e.writeKubeconfigFor(path, e.URL, user, auth)
+}
+
+func (e *Env) writeKubeconfigFor(path, server, user string, auth *clientcmdapi.AuthInfo) error {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["testenv"] = &clientcmdapi.Cluster{Server: e.URL, CertificateAuthorityData: e.caPEM}
+	cfg.Clusters["testenv"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: e.caPEM}
 	cfg.AuthInfos[user] = auth
 	cfg.Contexts["testenv"] = &clientcmdapi.Context{Cluster: "testenv", AuthInfo: user}
 	cfg.CurrentContext = "testenv"
@@ -269,6 +301,63 @@ func (e *Env) StartAPIServer() error {
 		return err
 	}
 	return e.WaitReady(60 * time.Second)
+}
+
+// AdvertisedURL is the apiserver's address as nodes reach it (the
+// advertise address; URL without one).
+func (e *Env) AdvertisedURL() string {
+	if e.opts.AdvertiseAddress == "" {
+		return e.URL
+	}
+	return "https://" + net.JoinHostPort(e.opts.AdvertiseAddress, strconv.Itoa(e.apiPort))
+}
+
+// AdvertisedKubeconfig writes an admin kubeconfig for AdvertisedURL (for
+// node components such as kube-proxy on other nodes) and returns its path.
+func (e *Env) AdvertisedKubeconfig() (string, error) {
+	path := filepath.Join(e.Dir, "node-admin.kubeconfig")
+	return path, e.writeKubeconfigFor(path, e.AdvertisedURL(), "admin", &clientcmdapi.AuthInfo{ClientCertificateData: e.adminCrt, ClientKeyData: e.adminKey})
+}
+
+// ControllerManagerControllers are the kube-controller-manager controllers
+// a simulated cluster runs: the ones that make Services, Pods and
+// namespaces behave (EndpointSlices from Pods, mirroring, namespace
+// deletion, garbage collection, ServiceAccounts and their tokens, the
+// kube-root-ca.crt ConfigMap). Workload controllers are left out: the test
+// harness places pods itself, as scheduler and kubelet.
+var ControllerManagerControllers = []string{
+	"endpointslice-controller",
+	"endpointslice-mirroring-controller",
+	"namespace-controller",
+	"garbage-collector-controller",
+	"serviceaccount-controller",
+	"serviceaccount-token-controller",
+	"root-ca-certificate-publisher-controller",
+}
+
+// StartControllerManager starts kube-controller-manager (from
+// bin/testenv) against the apiserver with ControllerManagerControllers.
+func (e *Env) StartControllerManager() error {
+	bin := filepath.Join(e.bin, "kube-controller-manager")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("kube-controller-manager not built: run `make testenv`: %w", err)
+	}
+	e.kcmArgs = []string{
+		"--kubeconfig=" + e.Kubeconfig,
+		"--authentication-kubeconfig=" + e.Kubeconfig,
+		"--authorization-kubeconfig=" + e.Kubeconfig,
+		"--leader-elect=false",
+		"--controllers=" + strings.Join(ControllerManagerControllers, ","),
+		"--service-account-private-key-file=" + e.saKey,
+		"--root-ca-file=" + e.caFile,
+		"--use-service-account-credentials=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=0",
+		"--concurrent-endpoint-syncs=5",
+		"--profiling=false",
+		"--v=1",
+	}
+	return e.start("kube-controller-manager", bin, e.kcmArgs)
 }
 
 // StopAPIServer stops the apiserver (etcd keeps running), e.g. to test an
@@ -362,6 +451,7 @@ func (e *Env) tail(name string) string {
 
 // Stop stops every process and removes the work directory if Start made it.
 func (e *Env) Stop() {
+	e.stop("kube-controller-manager")
 	e.stop("kube-apiserver")
 	e.stop("etcd")
 	for _, l := range e.logs {
