@@ -48,9 +48,9 @@ const (
 
 // member describes one cluster of the e2e mesh.
 type member struct {
-	name     string
-	publicIP string
-	values   string // examples values file of the main release
+	name      string
+	publicIP  string
+	values    string // examples values file of the main release
 	wireguard bool
 	priv, pub string // WireGuard key pair, generated with `netd keygen`
 	// from the values file
@@ -698,4 +698,3 @@ func dig(t *testing.T, c *Cluster, server, name, qtype string) string {
 	}
 	return out
 }
-
