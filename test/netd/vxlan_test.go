@@ -144,6 +144,9 @@ func (l *vxlanLab) broker(ns, name, ip string, extra ...string) *knetns.Proc {
 	p := l.lab.Start(ns, name, nil, nil, args...)
 	l.t.Cleanup(func() {
 		p.Kill(syscall.SIGKILL)
+		if strings.Contains(p.Output(), "DATA RACE") {
+			l.t.Errorf("netd %s: data race", name)
+		}
 		if l.t.Failed() {
 			l.t.Logf("%s output:\n%s", name, p.Output())
 		}
