@@ -1,14 +1,14 @@
 // Package nftable owns netd's nftables table. Every packet rule netd needs
-// (SNAT now; MeshService DNAT, per-link firewall and MSS clamping later)
-// is a chain in this one table, and the table is replaced as a whole in a
+// (SNAT, MeshService DNAT, the per-link firewall, MSS clamping) is a chain in this one table, and the table is replaced as a whole in a
 // single netlink transaction: the kernel never sees half a ruleset, stale
 // rules cannot survive, and a reconcile whose rules did not change sends
 // nothing to the kernel. Nothing outside the table is touched.
 //
-// Layout (family ip, table "kubelink"): a contributor returns Chains;
-// chain names are prefixed by their concern, e.g. "snat-postrouting"
-// (nat, postrouting, srcnat priority). Other concerns add their own chains
-// (e.g. "dnat-prerouting", "filter-forward", "mss-forward").
+// Layout (family ip, one table per tunnel device, "kubelink" by default):
+// a contributor returns Chains; chain names are prefixed by their concern,
+// e.g. "snat-postrouting" (nat, postrouting, srcnat-10: before a CNI's
+// masquerade), "dnat-prerouting", "filter-forward", "mss-forward". The
+// priorities are listed in netd/README.md.
 package nftable
 
 import (
