@@ -27,14 +27,19 @@ func TestDemo(t *testing.T) {
 	kubectl := filepath.Join(testenv.BinDir(), "kubectl")
 	var b strings.Builder
 	fmt.Fprintf(&b, `
-kubelink demo: four clusters, each a network namespace (its node) with its own apiserver:
+kubelink demo: four clusters, each with a control plane, a gateway node and a worker (network
+namespaces), kube-proxy on every node, a pod network and a cluster DNS:
   kubelink1  %-22s node mode: WireGuard to kubelink2, TLS bridge to kubelink3 (second release kubelink-bridge)
-  kubelink2  %-22s pod mode (gateway pod %s, router), MeshServices %s and %s:%d
+  kubelink2  %-22s pod mode (gateway pod %s, router with VXLAN), MeshServices %s and %s:%d
   kubelink3  %-22s node mode: TLS bridge to kubelink1, kubelink2 through kubelink1
   kubelink4  %-22s node mode: WireGuard to kubelink2, kubelink2's service CIDR: MeshServices only
-Wait a few seconds for the links to come Up, then try:
+Wait a few seconds for the links to come Up, then try, as a user in a pod on a worker node:
 
 `, k1.NS, k2.NS, k2.PodNS("kubelink-broker"), meshVIP, k2Addr, meshPort, k3.NS, k4.NS)
+	for _, p := range [][2]*Cluster{{k1, k2}, {k1, k3}, {k2, k1}, {k3, k2}} {
+		fmt.Fprintf(&b, "  ip netns exec %s curl http://echo.default.svc.%s.kubelink/   # from %s's client pod\n", p[0].PodNS("client"), p[1].Name, p[0].Name)
+	}
+	fmt.Fprintf(&b, "  ip netns exec %s dig echo.default.svc.kubelink2.kubelink   # through the pod's cluster DNS\n\n", k1.PodNS("client"))
 	for _, c := range []*Cluster{k1, k2, k3, k4} {
 		fmt.Fprintf(&b, "  ip netns exec %s %s --kubeconfig %s get klink\n", c.NS, kubectl, c.Env.Kubeconfig)
 	}

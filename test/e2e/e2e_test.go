@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -220,11 +221,18 @@ func bringUp(t *testing.T) *testMesh {
 			for _, l := range links[mb.name] {
 				ls = append(ls, l)
 			}
-			c.Install([]string{mb.values}, map[string]any{
+			overrides := map[string]any{
 				"broker": broker,
 				"dns":    map[string]any{"replicas": 1},
 				"links":  ls,
-			})
+			}
+			if mb.name == "kubelink2" {
+				// The gateway is a pod: the workers reach it over VXLAN
+				// (the node network routes no mesh addresses, and the
+				// pod's address is not on the node network).
+				overrides["router"] = map[string]any{"vxlan": map[string]any{"enabled": true}}
+			}
+			c.Install([]string{mb.values}, overrides)
 			if mb.name == "kubelink1" {
 				c.InstallRelease("kubelink-bridge", []string{example("kubelink1/values-kubelink3-bridge.yaml")}, map[string]any{
 					"broker": map[string]any{"replicas": 1, "extraArgs": []string{keepalive}, "nodeSelector": onGateway},
@@ -418,6 +426,31 @@ func TestMeshInABox(t *testing.T) {
 			}
 			return nil
 		}, k2)
+		// kubelink2's worker reaches the gateway over VXLAN: the same
+		// destinations through the router's device, and the user flow from
+		// its pod carried by it, as the device counters of both ends show.
+		w2 := k2.Worker()
+		waitFor(t, 30*time.Second, func() error {
+			got := routes(t, func(ctx context.Context, args ...string) (string, error) { return execIn(ctx, w2.NS, args...) }, "98")
+			for _, dst := range []string{"192.168.0.0/24", "100.64.0.0/20", "100.64.32.0/20"} {
+				if !strings.Contains(got, dst+" via ") || !strings.Contains(got, "dev kubelink-vxlan") {
+					return fmt.Errorf("kubelink2's worker lacks the router's VXLAN route %s:\n%s", dst, got)
+				}
+			}
+			if n := strings.Count(got, "\n"); n != 3 {
+				return fmt.Errorf("kubelink2's worker has %d router routes, want 3:\n%s", n, got)
+			}
+			return nil
+		}, k2)
+		txBefore, _ := vxlanCounters(t, w2.NS)
+		_, rxBefore := vxlanCounters(t, k2.NS)
+		userFlow(t, tm, "kubelink2", "kubelink1", "pod-mode WireGuard, over the worker's VXLAN")
+		txAfter, _ := vxlanCounters(t, w2.NS)
+		_, rxAfter := vxlanCounters(t, k2.NS)
+		if txAfter <= txBefore || rxAfter <= rxBefore {
+			t.Fatalf("kubelink2: the worker pod's flow did not cross VXLAN: worker tx %d -> %d, gateway node rx %d -> %d", txBefore, txAfter, rxBefore, rxAfter)
+		}
+		t.Logf("kubelink2: VXLAN carried the worker pod's flow: worker tx +%d packets, gateway node rx +%d", txAfter-txBefore, rxAfter-rxBefore)
 		// Where the gateway is on the node (node mode), the router knows
 		// and routes nothing: the broker's device routes serve the node.
 		// Workers route the mesh to the gateway node.
@@ -486,6 +519,16 @@ func TestMeshInABox(t *testing.T) {
 		vip, port := "http://"+meshVIP+"/", fmt.Sprintf("http://%s:%d/", k2Addr, meshPort)
 		expectURL(t, k4, vip, "echo from kubelink2")
 		expectURL(t, k4, port, "echo from kubelink2")
+		// The same from a pod on kubelink4's worker (routed to the gateway
+		// node by the router, SNATed there).
+		for _, u := range []string{vip, port} {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			out, err := k4.ExecPod(ctx, "client", "curl", "-sS", "--max-time", "5", "--retry", "3", "--retry-all-errors", u)
+			cancel()
+			if err != nil || !strings.HasPrefix(out, "echo from kubelink2") {
+				t.Fatalf("curl %s from kubelink4's client pod: %v: %q", u, err, out)
+			}
+		}
 		// kubelink2's echo ClusterIP is kubelink4's own address range: it
 		// leads to kubelink4's echo (the same ClusterIP), never across.
 		expectEcho(t, k4, echo["kubelink2"], "echo from kubelink4, you are ")
@@ -606,6 +649,32 @@ func userFlow(t *testing.T, tm *testMesh, from, to, kind string) {
 		t.Fatalf("%s -> %s (%s): curl http://%s/ from the client pod on %s: %v: %q, want %q…%q", from, to, kind, name, c.Worker().Name, err, out, want, wantPod)
 	}
 	t.Logf("%s -> %s (%s): %s = %s (resolved in %s); %s", from, to, kind, name, got, resolved.Round(time.Millisecond), strings.TrimSpace(out))
+}
+
+// vxlanCounters sums the packets sent and received by the VXLAN devices of
+// a network namespace.
+func vxlanCounters(t *testing.T, ns string) (tx, rx uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := execIn(ctx, ns, "ip", "-j", "-s", "link", "show", "type", "vxlan")
+	if err != nil {
+		t.Fatalf("ip link in %s: %v: %s", ns, err, out)
+	}
+	var links []struct {
+		Stats struct {
+			RX struct{ Packets uint64 } `json:"rx"`
+			TX struct{ Packets uint64 } `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		t.Fatalf("ip -j link in %s: %v: %s", ns, err, out)
+	}
+	for _, l := range links {
+		tx += l.Stats.TX.Packets
+		rx += l.Stats.RX.Packets
+	}
+	return tx, rx
 }
 
 // addrOf is the address of an address/prefix.
