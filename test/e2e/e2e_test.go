@@ -520,7 +520,16 @@ func TestMeshInABox(t *testing.T) {
 		expectURL(t, k4, vip, "echo from kubelink2")
 		expectURL(t, k4, port, "echo from kubelink2")
 		// The same from a pod on kubelink4's worker (routed to the gateway
-		// node by the router, SNATed there).
+		// node by the router, SNATed there); the pod's cluster DNS knows
+		// kubelink2's cluster record.
+		{
+			ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			out, err := k4.ExecPod(ctx, "client", "dig", "+short", "+tries=2", "+time=3", "kubelink2.kubelink", "A")
+			cancel()
+			if err != nil || strings.TrimSpace(out) != k2Addr {
+				t.Fatalf("dig kubelink2.kubelink in kubelink4's client pod: %v: %q, want %s", err, out, k2Addr)
+			}
+		}
 		for _, u := range []string{vip, port} {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			out, err := k4.ExecPod(ctx, "client", "curl", "-sS", "--max-time", "5", "--retry", "3", "--retry-all-errors", u)
