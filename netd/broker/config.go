@@ -68,7 +68,8 @@ type Config struct {
 	Identity string
 	Verbose  bool
 	// VXLAN: the active broker owns the decapsulating device of the
-	// routers' VXLAN (vxlan.GatewayDevice) on VXLANIP.
+	// routers' VXLAN (vxlan.GatewayDevice) on VXLANIP, its node's IP. Node
+	// mode only: a pod-mode gateway's node decapsulates in the router.
 	VXLAN     bool
 	VXLANPort int
 	VXLANVNI  int
@@ -108,10 +109,10 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LeaseDuration, "lease-duration", 15*time.Second, "lease duration; a standby takes over at most this long after the leader died")
 	fs.DurationVar(&c.Keepalive, "keepalive", 20*time.Second, "keepalive interval; a link is Down when nothing arrives for 3 intervals")
 	fs.BoolVar(&c.Verbose, "v", false, "verbose logging")
-	fs.BoolVar(&c.VXLAN, "vxlan", false, "decapsulate the routers' VXLAN (netd router --vxlan): the active broker owns the device "+vxlan.GatewayDevice)
+	fs.BoolVar(&c.VXLAN, "vxlan", false, "node mode (hostNetwork) only: decapsulate the routers' VXLAN (netd router --vxlan); the active broker owns the device "+vxlan.GatewayDevice+" (in pod mode the router on the gateway's node decapsulates)")
 	fs.IntVar(&c.VXLANPort, "vxlan-port", vxlan.DefaultPort, "UDP port of the routers' VXLAN")
 	fs.IntVar(&c.VXLANVNI, "vxlan-vni", vxlan.DefaultVNI, "VXLAN network identifier of the routers' VXLAN")
-	fs.StringVar(&c.VXLANIP, "vxlan-ip", "", "this broker's IP as the routers see it, the pod IP (node IP with hostNetwork) (default: $POD_IP)")
+	fs.StringVar(&c.VXLANIP, "vxlan-ip", "", "this broker's IP as the routers see it, the node IP of the hostNetwork pod (default: $POD_IP)")
 }
 
 // Validate checks the flags and fills defaults.
@@ -148,6 +149,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.VXLAN {
+		// The routers send their VXLAN to the gateway's node, never into
+		// a pod: decapsulated in the pod, the packets would bypass the
+		// node's conntrack, where kube-proxy's DNAT of connections from
+		// the gateway pod is recorded (replies from Service endpoints on
+		// other nodes would not be un-DNATed).
+		if c.PodCIDR != "" {
+			return fmt.Errorf("--vxlan and --pod-cidr (pod mode) are mutually exclusive: a pod-mode gateway's node decapsulates the routers' VXLAN in netd router, leave --vxlan off")
+		}
 		if err := vxlan.ValidatePort("--vxlan-port", c.VXLANPort); err != nil {
 			return err
 		}

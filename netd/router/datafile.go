@@ -17,10 +17,10 @@ import (
 )
 
 // Record is what the router has created in the kernel: every route (table
-// and destination), the rule and an owned device (ipip or vxlan). It is
-// kept in the datafile so that a restarted router — after a crash, or with
-// another --route-table, --ipip or --vxlan — finds and removes what it no
-// longer wants.
+// and destination), the rule and an owned device (ipip, vxlan or vxlan
+// decapsulation). It is kept in the datafile so that a restarted router —
+// after a crash, or with another --route-table, --ipip or --vxlan — finds
+// and removes what it no longer wants.
 type Record struct {
 	Routes  []RouteRef `json:"routes"`
 	Rules   []RuleRef  `json:"rules"`
@@ -110,7 +110,7 @@ func (d *Datafile) Load() (Record, error) {
 	}
 	for _, dev := range r.Devices {
 		// Only ever a device the router names itself.
-		if dev != OwnedDevice && dev != vxlan.NodeDevice {
+		if dev != OwnedDevice && dev != vxlan.NodeDevice && dev != vxlan.DecapDevice {
 			return Record{}, fmt.Errorf("datafile %s records device %q, which the router never creates", d.Path, dev)
 		}
 	}

@@ -31,15 +31,22 @@ const (
 type Gateway struct {
 	State  string
 	Holder string
-	IP     netip.Addr
+	// IP is the holder pod's IP (the node IP for a hostNetwork broker).
+	IP netip.Addr
+	// HostIP is the holder pod's status.hostIP, the address of its node
+	// on the node network, where the VXLAN of the other nodes goes (zero
+	// when the pod has none, or not an IPv4 one). It differs from IP for
+	// a pod-mode gateway.
+	HostIP netip.Addr
 	// Reason says why the state is not known, for logs.
 	Reason string
 }
 
 // ResolveGateway finds the gateway: the lease's holder is the name of a
 // broker pod in the lease's namespace; its pod IP is the gateway (the node
-// IP for hostNetwork brokers). The host IP is only a fallback for
-// hostNetwork pods, where it is the same address.
+// IP for hostNetwork brokers), its host IP the gateway's node. The host IP
+// is also a fallback for the pod IP of hostNetwork pods, where it is the
+// same address.
 func ResolveGateway(lease *coordinationv1.Lease, pod func(name string) *corev1.Pod) Gateway {
 	if lease == nil {
 		return Gateway{State: GatewayNone, Reason: "no lease"}
@@ -67,6 +74,9 @@ func ResolveGateway(lease *coordinationv1.Lease, pod func(name string) *corev1.P
 		return g
 	}
 	g.State, g.IP, g.Reason = GatewayKnown, a, ""
+	if h, err := netip.ParseAddr(p.Status.HostIP); err == nil && h.Is4() {
+		g.HostIP = h
+	}
 	return g
 }
 

@@ -29,7 +29,8 @@ type State struct {
 	Table int
 	// Rule is the rule looking up Table; nil with the main table.
 	Rule *RuleRef
-	// Device is the owned device (ipip or vxlan) to keep ("" = none).
+	// Device is the owned device (ipip, vxlan or vxlan decapsulation) to
+	// keep ("" = none).
 	Device string
 	// Routes are the wanted routes in Table.
 	Routes []Route
@@ -190,27 +191,29 @@ func (k *Kernel) EnsureDevice(mode string, local netip.Addr) (int, error) {
 
 // EnsureVXLAN makes the owned vxlan device exist, configured for this
 // node (local address, derived inner address and MAC, MTU of the way to
-// the gateway minus the VXLAN overhead), and pointed at the gateway gw
-// (FDB and neighbour entry of its derived MAC and inner address), and
-// returns the nexthop through it. The device is recorded before it is
-// created.
+// the gateway's node minus the VXLAN overhead), and pointed at the
+// gateway's node with the address gw (FDB and neighbour entry of its
+// derived MAC and inner address), and returns the nexthop through it. The
+// device is recorded before it is created.
 //
-// A broker's decapsulating device in this namespace (node mode) while the
-// gateway is elsewhere is a leftover — of a killed broker, or of one just
-// losing the lease — and holds the VNI and port the node's device needs:
-// it is removed (removedStale reports that). It cannot be the active
-// gateway's: that one can only be created while the node has no device of
-// its own, i.e. while the gateway is here.
+// The router's decapsulating device (of a pod-mode gateway that was on
+// this node) holds the same VNI and port: it goes first. A broker's
+// decapsulating device in this namespace (node mode) while the gateway is
+// elsewhere is a leftover — of a killed broker, or of one just losing the
+// lease — and holds the VNI and port too: it is removed (removedStale
+// reports that). It cannot be the active gateway's: that one can only be
+// created while the node has no device of its own, i.e. while the gateway
+// is here.
 func (k *Kernel) EnsureVXLAN(local, gw netip.Addr, vni, port int) (nh Nexthop, removedStale bool, err error) {
-	if !slices.Contains(k.rec.Devices, vxlan.NodeDevice) {
-		k.rec.Devices = append(k.rec.Devices, vxlan.NodeDevice)
-		if err := k.save(); err != nil {
-			return Nexthop{}, false, err
-		}
+	if err := k.removeVXLAN(vxlan.DecapDevice); err != nil {
+		return Nexthop{}, false, err
+	}
+	if err := k.recordDevice(vxlan.NodeDevice); err != nil {
+		return Nexthop{}, false, err
 	}
 	mtu, err := vxlan.UnderlayMTU(k.nl, gw)
 	if err != nil {
-		return Nexthop{}, false, fmt.Errorf("vxlan to the gateway %s: %w", gw, err)
+		return Nexthop{}, false, fmt.Errorf("vxlan to the gateway's node %s: %w", gw, err)
 	}
 	spec := vxlan.Spec{Name: vxlan.NodeDevice, VNI: vni, Port: port, Local: local,
 		Inner: vxlan.NodeAddress(local), MAC: vxlan.MAC(local), MTU: mtu}
@@ -232,6 +235,76 @@ func (k *Kernel) EnsureVXLAN(local, gw netip.Addr, vni, port int) (nh Nexthop, r
 		return Nexthop{}, removedStale, err
 	}
 	return Nexthop{Gw: vxlan.GatewayAddress(gw), LinkIndex: link.Attrs().Index, OnLink: true, Outer: gw}, removedStale, nil
+}
+
+// EnsureDecap makes the router's decapsulating device exist on the node
+// of a pod-mode gateway: local address ip (this node's, where the other
+// nodes send their VXLAN), the gateway inner address and MAC derived from
+// it, no remote, no learning, rp_filter 0. Decapsulated here, in the
+// node's network namespace, the packets pass the node's conntrack — where
+// kube-proxy's DNAT of connections from the gateway pod is recorded, so
+// replies to them are un-DNATed — and are routed on to the gateway pod.
+// The device is recorded before it is created; the node's encapsulating
+// device, which holds the same VNI and port, goes first, and so does a
+// leftover broker device (as in EnsureVXLAN; removedStale reports it).
+func (k *Kernel) EnsureDecap(ip netip.Addr, vni, port int) (removedStale bool, err error) {
+	if err := k.removeVXLAN(vxlan.NodeDevice); err != nil {
+		return false, err
+	}
+	if err := k.recordDevice(vxlan.DecapDevice); err != nil {
+		return false, err
+	}
+	spec := vxlan.Spec{Name: vxlan.DecapDevice, VNI: vni, Port: port, Local: ip,
+		Inner: vxlan.GatewayAddress(ip), MAC: vxlan.MAC(ip)}
+	_, n, err := vxlan.EnsureReceiver(k.nl, spec)
+	k.deviceWrites.Add(int64(n))
+	if errors.Is(err, unix.EEXIST) {
+		if removedStale, _ = vxlan.Remove(k.nl, vxlan.GatewayDevice); removedStale {
+			k.deviceWrites.Add(1)
+			_, n, err = vxlan.EnsureReceiver(k.nl, spec)
+			k.deviceWrites.Add(int64(n))
+		}
+	}
+	if err != nil {
+		return removedStale, fmt.Errorf("vxlan decapsulation device for the gateway pod on this node: %w", err)
+	}
+	return removedStale, nil
+}
+
+// recordDevice records an owned device (before it is created).
+func (k *Kernel) recordDevice(name string) error {
+	if slices.Contains(k.rec.Devices, name) {
+		return nil
+	}
+	k.rec.Devices = append(k.rec.Devices, name)
+	return k.save()
+}
+
+// removeVXLAN removes one of the router's vxlan devices, if it exists,
+// and forgets it.
+func (k *Kernel) removeVXLAN(name string) error {
+	removed, err := vxlan.Remove(k.nl, name)
+	if removed {
+		k.deviceWrites.Add(1)
+	}
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(k.rec.Devices, name) {
+		return nil
+	}
+	k.rec.Devices = slices.DeleteFunc(k.rec.Devices, func(d string) bool { return d == name })
+	return k.save()
+}
+
+// RecordedVXLAN is the router's vxlan device in the record (the
+// decapsulating one if both are), else the node's device: the one to keep
+// while the gateway is unknown after a restart.
+func (k *Kernel) RecordedVXLAN() string {
+	if slices.Contains(k.rec.Devices, vxlan.DecapDevice) {
+		return vxlan.DecapDevice
+	}
+	return vxlan.NodeDevice
 }
 
 func noIPIP(err error) bool {
@@ -544,7 +617,7 @@ func (k *Kernel) removeRule(r RuleRef) error {
 }
 
 func (k *Kernel) removeDevice(name string) error {
-	if name == vxlan.NodeDevice {
+	if name == vxlan.NodeDevice || name == vxlan.DecapDevice {
 		removed, err := vxlan.Remove(k.nl, name)
 		if removed {
 			k.deviceWrites.Add(1)

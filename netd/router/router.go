@@ -105,16 +105,27 @@ type router struct {
 	gateways *gatewayWatcher
 	nodeIP   netip.Addr
 
-	// lastGW is the gateway the routes lead to; kept while the lease's
-	// holder has no IP for a moment.
-	lastGW netip.Addr
+	// lastGW is the gateway the routes lead to, lastHost its node; kept
+	// while the lease's holder has no IP for a moment.
+	lastGW, lastHost netip.Addr
 	// reported is what was logged last, so changes are logged once.
 	reported string
 	routedTo string
-	// rpChecked is the gateway whose reverse path was last checked.
+	// rpChecked is the gateway (node) whose reverse path was last checked.
 	rpChecked netip.Addr
 	conflicts []netip.Prefix
 	skipped   []netip.Prefix
+}
+
+// where is the gateway as seen from this node.
+type where struct {
+	// gw is the gateway's IP (the holder pod's), host the IP of its node.
+	gw, host netip.Addr
+	// local: the gateway is this node itself (node mode here).
+	local bool
+	// onNode: a pod-mode gateway runs on this node (only found with
+	// --vxlan, where it changes the way: this node decapsulates).
+	onNode bool
 }
 
 // reconcile computes the wanted routes from the KubeLinks and the gateway
@@ -124,26 +135,30 @@ func (r *router) reconcile() error {
 	dsts := Destinations(mesh.Build(r.links.List(), opts))
 	g := r.gateways.Current()
 	st := r.baseState()
-	gw := r.lastGW
+	w := where{gw: r.lastGW, host: r.lastHost}
 	switch g.State {
 	case GatewayKnown:
-		gw = g.IP
+		w.gw, w.host = g.IP, g.HostIP
 	case GatewayNone:
-		gw = netip.Addr{}
+		w.gw, w.host = netip.Addr{}, netip.Addr{}
 	case GatewayUnknown:
 		// Keep routing to the last gateway; after a restart there is none
 		// known, so the routes stay as they are.
-		st.HoldRoutes = !gw.IsValid()
+		st.HoldRoutes = !w.gw.IsValid()
 	}
 	var errs []error
-	local := false
-	if gw.IsValid() {
+	if w.gw.IsValid() {
 		var err error
-		if local, err = r.isLocal(gw); err != nil {
+		if w.local, err = r.isLocal(w.gw); err != nil {
 			return err
 		}
-		if !local {
-			nh, err := r.nexthop(gw)
+		if !w.local && r.cfg.VXLAN && w.host.IsValid() && w.host != w.gw {
+			if w.onNode, err = r.isLocal(w.host); err != nil {
+				return err
+			}
+		}
+		if !w.local {
+			nh, err := r.nexthop(w)
 			if err != nil {
 				// Without a way to the gateway nothing better is known:
 				// leave the routes.
@@ -153,32 +168,41 @@ func (r *router) reconcile() error {
 				var skipped []netip.Prefix
 				st.Routes, skipped = Plan(dsts, nh)
 				if !slices.Equal(skipped, r.skipped) && len(skipped) > 0 {
-					r.log.Warn("not routing destinations that contain the gateway itself", "gateway", gw, "destinations", skipped)
+					r.log.Warn("not routing destinations that contain the gateway itself", "gateway", w.gw, "destinations", skipped)
 				}
 				r.skipped = skipped
 			}
 		}
 	}
-	// The owned vxlan device stays while routes lead through it or are
-	// held; without a gateway, or with the gateway on this node, it goes
-	// (in node mode the broker here needs the VNI and port for its own).
-	if r.cfg.VXLAN && (gw.IsValid() && !local || st.HoldRoutes) {
-		st.Device = vxlan.NodeDevice
+	// With a pod-mode gateway on this node, the router's decapsulating
+	// device stays. Otherwise the owned vxlan device stays while routes
+	// lead through it or are held; without a gateway, or with the gateway
+	// on this node in node mode, it goes (the broker here needs the VNI
+	// and port for its own).
+	if r.cfg.VXLAN {
+		switch {
+		case w.onNode:
+			st.Device = vxlan.DecapDevice
+		case w.gw.IsValid() && !w.local:
+			st.Device = vxlan.NodeDevice
+		case st.HoldRoutes:
+			st.Device = r.kernel.RecordedVXLAN()
+		}
 	}
-	r.report(g, gw, local)
+	r.report(g, w)
 	ch, err := r.kernel.Apply(st)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if ch.Any() {
-		r.log.Info("routes changed", "gateway", gw, "added", ch.Added, "replaced", ch.Replaced, "removed", ch.Removed, "routes", r.kernel.Routes())
+		r.log.Info("routes changed", "gateway", w.gw, "added", ch.Added, "replaced", ch.Replaced, "removed", ch.Removed, "routes", r.kernel.Routes())
 	}
 	if !slices.Equal(ch.Conflicts, r.conflicts) && len(ch.Conflicts) > 0 {
 		r.log.Warn("routes of another protocol hold these destinations; left alone", "destinations", ch.Conflicts)
 	}
 	r.conflicts = ch.Conflicts
 	if !st.HoldRoutes {
-		r.lastGW = gw
+		r.lastGW, r.lastHost = w.gw, w.host
 	}
 	return errors.Join(errs...)
 }
@@ -206,26 +230,73 @@ func (r *router) isLocal(gw netip.Addr) (bool, error) {
 // nexthop is the way to the gateway: through the vxlan or ipip device
 // (re-ensured, so a device removed or changed behind the router's back
 // comes back), or as the kernel routes to it.
-func (r *router) nexthop(gw netip.Addr) (Nexthop, error) {
+//
+// With --vxlan the other nodes' VXLAN goes to the gateway's node (its
+// host IP), never into a pod-mode gateway's pod: the gateway node's router
+// decapsulates, and routes on to the pod as the kernel routes to it. So
+// every packet to and from the gateway pod passes its node's network
+// namespace, and with it the conntrack of kube-proxy's DNAT there: the
+// reply of a Service endpoint on another node to a connection the gateway
+// pod forwarded is un-DNATed on the way back, instead of arriving at the
+// gateway pod with the endpoint's address as source.
+func (r *router) nexthop(w where) (Nexthop, error) {
 	if r.cfg.VXLAN {
-		nh, stale, err := r.kernel.EnsureVXLAN(r.nodeIP, gw, r.cfg.VXLANVNI, r.cfg.VXLANPort)
-		if stale {
-			r.log.Warn("removed a broker's leftover vxlan decapsulation device: the gateway is elsewhere, and the node's device needs its VNI and port", "device", vxlan.GatewayDevice, "gateway", gw)
+		if w.onNode {
+			stale, err := r.kernel.EnsureDecap(w.host, r.cfg.VXLANVNI, r.cfg.VXLANPort)
+			r.warnStale(stale, w.gw)
+			if err != nil {
+				return Nexthop{}, err
+			}
+			if w.host != r.rpChecked {
+				r.rpChecked = w.host
+				r.checkDecapReversePath()
+			}
+			return r.kernel.Nexthop(w.gw)
 		}
-		if err == nil && gw != r.rpChecked {
-			r.rpChecked = gw
-			r.checkReversePath(gw)
+		outer := w.host
+		if !outer.IsValid() {
+			if w.gw != w.host {
+				return Nexthop{}, fmt.Errorf("vxlan: the gateway pod %s has no IPv4 host IP (status.hostIP), the node its VXLAN goes to", w.gw)
+			}
+			outer = w.gw
+		}
+		nh, stale, err := r.kernel.EnsureVXLAN(r.nodeIP, outer, r.cfg.VXLANVNI, r.cfg.VXLANPort)
+		r.warnStale(stale, w.gw)
+		if err == nil && outer != r.rpChecked {
+			r.rpChecked = outer
+			r.checkReversePath(outer)
 		}
 		return nh, err
 	}
 	if r.cfg.IPIP == IPIPNone {
-		return r.kernel.Nexthop(gw)
+		return r.kernel.Nexthop(w.gw)
 	}
 	idx, err := r.kernel.EnsureDevice(r.cfg.IPIP, r.nodeIP)
 	if err != nil {
 		return Nexthop{}, err
 	}
-	return Nexthop{Gw: gw, LinkIndex: idx, OnLink: true}, nil
+	return Nexthop{Gw: w.gw, LinkIndex: idx, OnLink: true}, nil
+}
+
+func (r *router) warnStale(stale bool, gw netip.Addr) {
+	if stale {
+		r.log.Warn("removed a broker's leftover vxlan decapsulation device: the gateway is elsewhere, and the router's device needs its VNI and port", "device", vxlan.GatewayDevice, "gateway", gw)
+	}
+}
+
+// checkDecapReversePath warns when strict reverse-path filtering would
+// drop what the decapsulating device takes in: the sources (pods on other
+// nodes) are routed back over the node network. The device's own setting
+// is 0; the kernel applies the larger of it and "all".
+func (r *router) checkDecapReversePath() {
+	mode, err := vxlan.RPFilter(vxlan.DecapDevice)
+	if err != nil {
+		r.log.Warn("cannot read rp_filter", "err", err)
+		return
+	}
+	if mode == 1 {
+		r.log.Warn("strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops the packets the other nodes send to the gateway pod over VXLAN: set it to 2 (loose)", "device", vxlan.DecapDevice)
+	}
 }
 
 // checkReversePath warns when strict reverse-path filtering would drop
@@ -251,9 +322,10 @@ func (r *router) checkReversePath(gw netip.Addr) {
 }
 
 // report logs gateway changes once and exports them.
-func (r *router) report(g Gateway, gw netip.Addr, local bool) {
+func (r *router) report(g Gateway, w where) {
+	gw, local := w.gw, w.local
 	r.metrics.setGateway(g, local)
-	key := fmt.Sprintf("%s/%s/%s/%v/%s", g.State, g.Holder, gw, local, g.Reason)
+	key := fmt.Sprintf("%s/%s/%s/%s/%v/%v/%s", g.State, g.Holder, gw, w.host, local, w.onNode, g.Reason)
 	if to := fmt.Sprintf("%s/%v", gw, local); to != r.routedTo {
 		if r.routedTo != "" {
 			r.metrics.changes.Inc()
@@ -267,8 +339,10 @@ func (r *router) report(g Gateway, gw netip.Addr, local bool) {
 	switch {
 	case local:
 		r.log.Info("the gateway runs on this node: no routes (the broker's device routes serve it)", "holder", g.Holder, "gateway", gw)
+	case w.onNode:
+		r.log.Info("the gateway pod runs on this node: decapsulating the other nodes' VXLAN here and routing to the pod", "holder", g.Holder, "gateway", gw, "device", vxlan.DecapDevice)
 	case g.State == GatewayKnown:
-		r.log.Info("gateway", "holder", g.Holder, "gateway", gw)
+		r.log.Info("gateway", "holder", g.Holder, "gateway", gw, "node", w.host)
 	case g.State == GatewayNone:
 		r.log.Warn("no gateway: removing the routes", "reason", g.Reason)
 	case gw.IsValid():

@@ -8,7 +8,8 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Gateway is the active broker's decapsulating device: no remote and no
+// Gateway is a node-mode active broker's decapsulating device (a pod-mode
+// gateway's is the router's, on its node: DecapDevice): no remote and no
 // FDB entries (it never sends), the gateway's derived inner address and
 // MAC, so frames the routers send to that MAC are taken in and their
 // packets forwarded like any other (into the tunnel device, or locally).
@@ -22,8 +23,8 @@ type Gateway struct {
 	writes int
 }
 
-// NewGateway returns the decapsulating device for the gateway whose outer
-// address (its pod IP, the node IP for a hostNetwork broker) is ip. It
+// NewGateway returns the decapsulating device for the node-mode gateway
+// whose outer address (the node IP of the hostNetwork broker) is ip. It
 // works in the calling process's network namespace.
 func NewGateway(ip netip.Addr, vni, port int, log *slog.Logger) (*Gateway, error) {
 	h, err := netlink.NewHandle()
@@ -53,38 +54,27 @@ func (g *Gateway) Ensure() error {
 		return err
 	}
 	if !local {
-		return fmt.Errorf("vxlan: %s is not an address of this network namespace; the routers send to the broker pod's IP (--vxlan-ip, default $POD_IP)", g.spec.Local)
+		return fmt.Errorf("vxlan: %s is not an address of this network namespace; the routers send to the gateway node's IP (--vxlan-ip, default $POD_IP, the node IP of a hostNetwork broker)", g.spec.Local)
 	}
-	link, n, err := Ensure(g.nl, g.spec)
+	_, n, err := EnsureReceiver(g.nl, g.spec)
 	g.writes += n
 	if err != nil {
 		return fmt.Errorf("vxlan decapsulation device: %w", err)
-	}
-	// A new device inherits net.ipv4.conf.default.rp_filter; strict
-	// filtering drops decapsulated packets, whose sources are routed back
-	// over the node network. Per device, rtnetlink sets it without a
-	// writable /proc/sys.
-	if v, err := readRPFilter(g.spec.Name); err != nil || v != 0 {
-		g.writes++
-		if err := SetRPFilter(link.Attrs().Index, 0); err != nil {
-			return fmt.Errorf("vxlan decapsulation device: %w", err)
-		}
 	}
 	if n > 0 {
 		g.log.Info("vxlan decapsulation device ready", "device", g.spec.Name, "vni", g.spec.VNI, "port", g.spec.Port,
 			"ip", g.spec.Local, "inner", g.spec.Inner, "mac", g.spec.MAC.String())
 	}
 	// The kernel applies the larger of all and the device's setting: a
-	// strict "all" (inherited from a strict host by a new pod network
-	// namespace) still drops them, and only a writable /proc/sys can
-	// change it. Say so once per change.
+	// strict "all" on the node still drops them, and only a writable
+	// /proc/sys can change it. Say so once per change.
 	mode, err := RPFilter(g.spec.Name)
 	if err != nil {
 		g.log.Warn("cannot read rp_filter", "err", err)
 		return nil
 	}
 	if mode == 1 && g.warned != 1 {
-		g.log.Warn("strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops packets decapsulated from the routers' VXLAN; set it to 2 (pod mode: `netd ipforward --loose-rp-filter` in a privileged init container, as the chart does)")
+		g.log.Warn("strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops packets decapsulated from the routers' VXLAN; set net.ipv4.conf.all.rp_filter to 2 (loose) on the node")
 	}
 	g.warned = mode
 	return nil

@@ -1,10 +1,14 @@
 // Package vxlan is the VXLAN encapsulation between every node and the
-// cluster's active gateway: `netd router` owns an encapsulating device on
-// each node (NodeDevice), the active `netd broker` owns the decapsulating
-// device (GatewayDevice). There is no control plane: the inner addresses
-// and MAC addresses are derived from the outer (node network) addresses, so
-// a node only needs to know the gateway's outer IP, which it already takes
-// from the broker's Lease.
+// node of the cluster's active gateway: `netd router` owns an encapsulating
+// device on each other node (NodeDevice). The decapsulating device is in
+// the gateway node's network namespace: a node-mode (hostNetwork) active
+// `netd broker` owns it (GatewayDevice); for a pod-mode gateway the router
+// on the gateway's node owns it (DecapDevice) and routes on into the
+// gateway pod, so that traffic in both directions passes the conntrack of
+// the node that ran kube-proxy's DNAT. There is no control plane: the inner
+// addresses and MAC addresses are derived from the outer (node network)
+// addresses, so a node only needs to know the gateway node's IP, which it
+// takes from the broker's Lease and the holder pod's status.hostIP.
 //
 // Derivation, for an outer address a.b.c.d:
 //
@@ -50,6 +54,11 @@ const (
 	// device (in node mode both live in the node's network namespace, one
 	// after the other).
 	GatewayDevice = "kubelink-vxgw"
+	// DecapDevice is the router's decapsulating device on the node of a
+	// pod-mode gateway. It is not GatewayDevice: a node-mode broker on the
+	// same node (another deployment, or a leftover after kill -9) never
+	// adopts or removes the router's device, nor the router the broker's.
+	DecapDevice = "kubelink-vxdec"
 	// Overhead is what VXLAN over IPv4 adds to every packet: outer IPv4
 	// (20), UDP (8), VXLAN (8) and the inner Ethernet header (14).
 	Overhead = 50
@@ -187,6 +196,28 @@ func Ensure(h *netlink.Handle, s Spec) (netlink.Link, int, error) {
 		writes++
 		if err := h.LinkSetUp(link); err != nil {
 			return nil, writes, fmt.Errorf("setting %s up: %w", s.Name, err)
+		}
+	}
+	return link, writes, nil
+}
+
+// EnsureReceiver makes a decapsulating device as s describes (see Ensure)
+// with net.ipv4.conf.<device>.rp_filter 0, and returns it with the number
+// of writes (0 when everything was in place). A new device inherits
+// net.ipv4.conf.default.rp_filter, and strict filtering drops decapsulated
+// packets, whose sources (pods on other nodes) are routed back over the
+// node network; rtnetlink sets it per device without a writable /proc/sys.
+// The kernel still applies the larger of "all" and the device's setting:
+// callers warn about a strict "all" (RPFilter).
+func EnsureReceiver(h *netlink.Handle, s Spec) (netlink.Link, int, error) {
+	link, writes, err := Ensure(h, s)
+	if err != nil {
+		return nil, writes, err
+	}
+	if v, err := readRPFilter(s.Name); err != nil || v != 0 {
+		writes++
+		if err := SetRPFilter(link.Attrs().Index, 0); err != nil {
+			return nil, writes, fmt.Errorf("device %s: %w", s.Name, err)
 		}
 	}
 	return link, writes, nil

@@ -41,7 +41,8 @@ func TestNetdFlags(t *testing.T) {
 	c := loadChart(t)
 	base := readValues(t, filepath.Join(testenv.RepoRoot(), "examples", "kubelink1", "values.yaml"))
 	// Every optional flag switched on; VXLAN excludes IPIP, so it is a
-	// variant of its own.
+	// variant of its own, with a node-mode broker (the only one that
+	// decapsulates).
 	for _, v := range []struct{ name, values string }{
 		{"ipip", `
 mesh: {globalDNSIP: 100.64.0.53}
@@ -49,7 +50,7 @@ broker: {mode: bridge, secretName: tls, autoConnect: true, dnsAdvertisement: tru
 router: {routeTable: 100, rulePriority: 1000, ipip: shared}
 `},
 		{"vxlan", `
-broker: {podMode: true}
+broker: {podMode: false}
 router: {vxlan: {enabled: true, port: 4900, vni: 77}}
 `},
 	} {

@@ -679,18 +679,14 @@ broker: {service: {type: NodePort, nodePort: 30777}, replicas: 3, readinessPath:
 				t.Errorf("router args lack %s: %v", w, a)
 			}
 		}
+		// kubelink1 is a pod-mode gateway: the router on its node
+		// decapsulates, the broker (netd refuses --vxlan with --pod-cidr)
+		// does not; the init container still loosens a strict rp_filter,
+		// or the pod sysctl does.
 		broker = find(t, objs, "Deployment", "kubelink-broker")
-		a = args(t, broker)
-		for _, w := range []string{"--vxlan", "--vxlan-port=4900", "--vxlan-vni=77", "--vxlan-ip=$(POD_IP)"} {
-			if !slices.Contains(a, w) {
-				t.Errorf("broker args lack %s: %v", w, a)
-			}
+		if a := args(t, broker); hasVXLAN(a) || !slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "--pod-cidr=") }) {
+			t.Errorf("pod-mode broker args: %v", a)
 		}
-		if env := toYAML(container(t, broker)["env"]); !strings.Contains(env, "name: POD_IP\n  valueFrom:\n    fieldRef:\n      fieldPath: status.podIP") {
-			t.Errorf("broker POD_IP not the pod IP:\n%s", env)
-		}
-		// kubelink1 is a pod-mode gateway: the init container loosens a
-		// strict rp_filter, or the pod sysctl does.
 		if got := initArgs(broker); got != "[ipforward --loose-rp-filter]" {
 			t.Errorf("init container args %s", got)
 		}
@@ -698,6 +694,22 @@ broker: {service: {type: NodePort, nodePort: 30777}, replicas: 3, readinessPath:
 		sc := toYAML(find(t, objs, "Deployment", "kubelink-broker").Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["securityContext"])
 		if !strings.Contains(sc, "name: net.ipv4.conf.all.rp_filter\n  value: \"2\"") {
 			t.Errorf("pod sysctls:\n%s", sc)
+		}
+
+		// A node-mode (hostNetwork) broker decapsulates on its node IP.
+		objs, _ = render(t, c, merge(base, parseValues(t, `{router: {vxlan: {enabled: true, port: 4900, vni: 77}}, broker: {podMode: false}}`)))
+		broker = find(t, objs, "Deployment", "kubelink-broker")
+		a = args(t, broker)
+		for _, w := range []string{"--vxlan", "--vxlan-port=4900", "--vxlan-vni=77", "--vxlan-ip=$(POD_IP)"} {
+			if !slices.Contains(a, w) {
+				t.Errorf("node-mode broker args lack %s: %v", w, a)
+			}
+		}
+		if slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "--pod-cidr") }) {
+			t.Errorf("node-mode broker in pod mode: %v", a)
+		}
+		if env := toYAML(container(t, broker)["env"]); !strings.Contains(env, "name: POD_IP\n  valueFrom:\n    fieldRef:\n      fieldPath: status.podIP") {
+			t.Errorf("broker POD_IP not the pod IP (the node IP with hostNetwork):\n%s", env)
 		}
 
 		// Without the router nobody encapsulates: the broker does not
