@@ -1,25 +1,30 @@
 // Command benchnetd (make bench-netd, root) measures the broker's
-// reconcile at the scale of a full /24 mesh: 250 foreign WireGuard links
-// and 1,000 MeshServices, applied by netd's own dataplane code to the real
-// kernel inside a network namespace it creates (embedded WireGuard device,
-// routes, the nftables table). It reports the time to converge from
-// empty, the median time to apply one changed link, and the number of
-// writes (tunnel configurations, netlink changes, nftables transactions)
-// of a no-op reconcile. As a baseline from the same run, it loads the same
+// reconcile at mesh scale. It runs two cases by default: a full /24 mesh
+// (250 foreign WireGuard links, 1,000 MeshServices) and a /22 mesh (1,000
+// links, 10,000 MeshServices), each applied by netd's own dataplane code to
+// the real kernel inside network namespaces it creates (embedded WireGuard
+// device, routes, the nftables table). Per case it reports the time to
+// converge from empty, the median time to apply one changed link, the
+// number of writes (tunnel configurations, netlink changes, nftables
+// transactions) of a no-op reconcile and the peak RSS of the process that
+// runs the dataplane. As a baseline from the same run, it loads the same
 // routes and ruleset with the iproute2 and nft tools (`ip -batch`,
-// `nft -f`) into a second namespace. The last line is:
+// `nft -f`) into a second namespace. Each case ends with the line:
 //
-//	netd converge: links=250 meshservices=1000 full=Xms change=Yms noop_writes=N
+//	netd converge: links=250 meshservices=1000 full=Xms change=Yms noop_writes=N rss=ZMB
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,25 +41,76 @@ import (
 
 const insideEnv = "BENCHNETD_INSIDE"
 
+// benchCase is one mesh size: foreign links and MeshServices.
+type benchCase struct{ links, services int }
+
+// defaultCases: a full /24 mesh, and a /22 mesh beyond every anchor of
+// the first (issue #12).
+const defaultCases = "250x1000,1000x10000"
+
 func main() {
-	links := flag.Int("links", 250, "foreign links")
-	services := flag.Int("meshservices", 1000, "MeshServices")
+	cases := flag.String("cases", defaultCases, "comma-separated LINKSxMESHSERVICES cases, each in fresh namespaces")
+	links := flag.Int("links", 0, "foreign links (with -meshservices: run only this case)")
+	services := flag.Int("meshservices", 0, "MeshServices (with -links: run only this case)")
 	changes := flag.Int("changes", 9, "single-link changes to time (median)")
 	ingress := flag.Bool("ingress", false, "give every link an ingress list (the firewall then matches every link's sources)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the reconciles (not the baseline) to this file, suffixed with the case")
 	flag.Parse()
-	if err := run(*links, *services, *changes, *ingress); err != nil {
+	list, err := parseCases(*cases, *links, *services)
+	if err == nil {
+		err = run(list, *changes, *ingress, *cpuprofile)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-netd:", err)
 		os.Exit(1)
 	}
 }
 
-func run(links, services, changes int, ingress bool) error {
+func parseCases(s string, links, services int) ([]benchCase, error) {
+	if links > 0 || services > 0 {
+		if links <= 0 || services < 0 {
+			return nil, fmt.Errorf("-links and -meshservices go together")
+		}
+		return []benchCase{{links, services}}, nil
+	}
+	var out []benchCase
+	for _, c := range strings.Split(s, ",") {
+		l, m, ok := strings.Cut(strings.TrimSpace(c), "x")
+		nl, err1 := strconv.Atoi(l)
+		nm, err2 := strconv.Atoi(m)
+		if !ok || err1 != nil || err2 != nil || nl <= 0 || nm < 0 {
+			return nil, fmt.Errorf("-cases: %q is not LINKSxMESHSERVICES", c)
+		}
+		out = append(out, benchCase{nl, nm})
+	}
+	return out, nil
+}
+
+func run(cases []benchCase, changes int, ingress bool, cpuprofile string) error {
 	if os.Getenv(insideEnv) != "" {
-		return inside(links, services, changes, ingress)
+		c := cases[0]
+		return inside(c.links, c.services, changes, ingress, cpuprofile)
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
 	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	for i, c := range cases {
+		if i > 0 {
+			fmt.Println()
+		}
+		fmt.Printf("== case: %d links, %d MeshServices\n", c.links, c.services)
+		if err := runCase(c, changes, ingress, cpuprofile, sig); err != nil {
+			return fmt.Errorf("links=%d meshservices=%d: %w", c.links, c.services, err)
+		}
+	}
+	return nil
+}
+
+// runCase runs one case in a child process inside fresh namespaces, so
+// every case starts from an empty kernel and its RSS is its own.
+func runCase(c benchCase, changes int, ingress bool, cpuprofile string, sig chan os.Signal) error {
 	ns := fmt.Sprintf("benchnetd%d", os.Getpid())
 	base := ns + "b"
 	for _, n := range []string{ns, base} {
@@ -76,17 +132,20 @@ func run(links, services, changes int, ingress bool) error {
 			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return fmt.Errorf("locating the bench binary: %w", err)
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, self}, os.Args[1:]...)...)
+	args := []string{"netns", "exec", ns, self, "-links", strconv.Itoa(c.links), "-meshservices", strconv.Itoa(c.services),
+		"-changes", strconv.Itoa(changes), "-ingress=" + strconv.FormatBool(ingress)}
+	if cpuprofile != "" {
+		args = append(args, "-cpuprofile", fmt.Sprintf("%s.%dx%d", cpuprofile, c.links, c.services))
+	}
+	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), insideEnv+"="+base)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return err
+		return fmt.Errorf("starting the case: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -100,11 +159,33 @@ func run(links, services, changes int, ingress bool) error {
 	}
 }
 
-// objects builds the mesh: local link address 192.168.0.1/24, foreign
-// links .2-.251 with a /24 service CIDR each, and MeshServices: most bind
-// a port of the link address to a Service, some to two endpoints, a few
-// use virtual addresses (the /24 has only .252-.254 left).
+// meshNetwork is the smallest mesh network from 192.168.0.0 (at most a
+// /24) with room for the network address, the local link address, the
+// foreign links, three virtual MeshService addresses and the broadcast
+// address: a /24 for 250 links, a /22 for 1,000.
+func meshNetwork(nlinks int) netip.Prefix {
+	bits := 24
+	for 1<<(32-bits) < nlinks+6 {
+		bits--
+	}
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, 0, 0}), bits)
+}
+
+// nthAddr is the address n places after p's network address.
+func nthAddr(p netip.Prefix, n int) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3]) + uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// objects builds the mesh: local link address .1 of the mesh network
+// (meshNetwork), foreign links from .2 on with a /24 service CIDR each, and
+// MeshServices: most bind a port of the link address to a Service, some to
+// two endpoints, a few use virtual addresses (the last three below the
+// broadcast address, the only ones the links leave in a full /24).
 func objects(nlinks, nservices int, ingress bool) ([]*v1alpha1.KubeLink, []*v1alpha1.MeshService, map[string]*corev1.Service, error) {
+	network := meshNetwork(nlinks)
+	size := 1 << (32 - network.Bits())
 	var links []*v1alpha1.KubeLink
 	for i := 0; i < nlinks; i++ {
 		k, err := wgkey.Generate()
@@ -114,7 +195,7 @@ func objects(nlinks, nservices int, ingress bool) ([]*v1alpha1.KubeLink, []*v1al
 		links = append(links, &v1alpha1.KubeLink{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cluster%03d", i), CreationTimestamp: metav1.NewTime(time.Unix(1_700_000_000+int64(i), 0))},
 			Spec: v1alpha1.KubeLinkSpec{
-				ClusterAddress: fmt.Sprintf("192.168.0.%d/24", i+2),
+				ClusterAddress: netip.PrefixFrom(nthAddr(network, i+2), network.Bits()).String(),
 				CIDR:           fmt.Sprintf("100.%d.%d.0/24", 65+i/256, i%256),
 				Endpoint:       fmt.Sprintf("172.20.%d.%d:8777", i/250, i%250+1),
 				PublicKey:      k.Public().String(),
@@ -131,7 +212,7 @@ func objects(nlinks, nservices int, ingress bool) ([]*v1alpha1.KubeLink, []*v1al
 		ms := &v1alpha1.MeshService{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, CreationTimestamp: metav1.NewTime(time.Unix(1_700_000_000+int64(i), 0))}}
 		switch {
 		case i < 3:
-			ms.Spec = v1alpha1.MeshServiceSpec{Service: name, MeshAddress: fmt.Sprintf("192.168.0.%d", 252+i)}
+			ms.Spec = v1alpha1.MeshServiceSpec{Service: name, MeshAddress: nthAddr(network, size-4+i).String()}
 		case i%10 == 0:
 			ms.Spec = v1alpha1.MeshServiceSpec{
 				Ports: []v1alpha1.ServicePort{{Port: int32(20000 + i)}},
@@ -159,7 +240,7 @@ func objects(nlinks, nservices int, ingress bool) ([]*v1alpha1.KubeLink, []*v1al
 	return links, msvcs, svcs, nil
 }
 
-func inside(nlinks, nservices, nchanges int, ingress bool) error {
+func inside(nlinks, nservices, nchanges int, ingress bool, cpuprofile string) error {
 	ctx := context.Background()
 	baseNS := os.Getenv(insideEnv)
 	links, msvcs, svcs, err := objects(nlinks, nservices, ingress)
@@ -167,7 +248,7 @@ func inside(nlinks, nservices, nchanges int, ingress bool) error {
 		return err
 	}
 	lookup := func(ns, name string) *corev1.Service { return svcs[ns+"/"+name] }
-	cfg := &broker.Config{Mode: broker.ModeWireGuard, ClusterName: "local", LinkAddress: "192.168.0.1/24",
+	cfg := &broker.Config{Mode: broker.ModeWireGuard, ClusterName: "local", LinkAddress: netip.PrefixFrom(nthAddr(meshNetwork(nlinks), 1), meshNetwork(nlinks).Bits()).String(),
 		ServiceCIDR: "100.64.0.0/16", PodCIDR: "10.0.0.0/16", IfceName: "kubelink", BrokerPort: 8777,
 		MeshDomain: "kubelink", ClusterDomain: "cluster.local", ServedLinks: "all", RulePriority: 32000,
 		Keepalive: 20 * time.Second, Identity: "bench"}
@@ -209,6 +290,17 @@ func inside(nlinks, nservices, nchanges int, ingress bool) error {
 		return d, nil
 	}
 
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	full, err := reconcile()
 	if err != nil {
 		return fmt.Errorf("converging: %w", err)
@@ -257,6 +349,10 @@ func inside(nlinks, nservices, nchanges int, ingress bool) error {
 		noop += d
 	}
 	noopWrites := dp.Writes() - before
+	pprof.StopCPUProfile()
+	// The process holds what a broker holds: the objects (its informer
+	// caches), the dataplane's state and the embedded WireGuard device.
+	rss, peak := memory()
 	if after := output("nft", "list", "table", "ip", "kubelink"); after != table {
 		return fmt.Errorf("no-op reconciles changed the nftables table")
 	}
@@ -276,9 +372,11 @@ func inside(nlinks, nservices, nchanges int, ingress bool) error {
 	fmt.Printf("%-42s %9.1fms\n", "same routes+ruleset via ip -batch + nft -f", ms(baseline))
 	fmt.Printf("%-42s %9.1fms\n", "one changed link (median of "+fmt.Sprint(nchanges)+")", ms(change))
 	fmt.Printf("%-42s %9.1fms\n", "no-op reconcile (mean of 3)", ms(noop/3))
+	fmt.Printf("%-42s %8.1fMB\n", "RSS of the dataplane process (now)", rss)
+	fmt.Printf("%-42s %8.1fMB\n", "RSS of the dataplane process (peak)", peak)
 	fmt.Printf("ratios: full/tools=%.2f change/full=%.3f\n", float64(full)/float64(baseline), float64(change)/float64(full))
-	fmt.Printf("netd converge: links=%d meshservices=%d full=%dms change=%dms noop_writes=%d\n",
-		nlinks, nservices, full.Milliseconds(), change.Milliseconds(), noopWrites)
+	fmt.Printf("netd converge: links=%d meshservices=%d full=%dms change=%dms noop_writes=%d rss=%.0fMB\n",
+		nlinks, nservices, full.Milliseconds(), change.Milliseconds(), noopWrites, peak)
 	return nil
 }
 
@@ -328,4 +426,31 @@ func lines(args ...string) []string {
 		}
 	}
 	return out
+}
+
+// memory returns this process's current and peak resident set size in MB
+// (VmRSS, VmHWM).
+func memory() (rss, peak float64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			continue
+		}
+		n, _ := strconv.ParseFloat(f[0], 64)
+		switch k {
+		case "VmRSS":
+			rss = n / 1024
+		case "VmHWM":
+			peak = n / 1024
+		}
+	}
+	return rss, peak
 }
