@@ -4,8 +4,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 func TestDatafileRoundTrip(t *testing.T) {
@@ -71,7 +74,9 @@ func TestDatafileInvalid(t *testing.T) {
 	for name, content := range map[string]string{
 		"garbage": "{not json",
 		"device":  `{"routes":[],"rules":[],"devices":["eth0"]}`,
-		"prefix":  `{"routes":[{"table":254,"dst":"300.1.2.0/24"}]}`,
+		// The broker's decapsulating device is never the router's.
+		"broker device": `{"routes":[],"rules":[],"devices":["kubelink-vxgw"]}`,
+		"prefix":        `{"routes":[{"table":254,"dst":"300.1.2.0/24"}]}`,
 	} {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
@@ -81,8 +86,14 @@ func TestDatafileInvalid(t *testing.T) {
 			t.Errorf("%s: loaded without error", name)
 		}
 	}
+	// The router's own vxlan devices load.
+	p := filepath.Join(dir, "vxlan")
+	_ = os.WriteFile(p, []byte(`{"routes":[],"rules":[],"devices":["kubelink-vxdec","kubelink-vxlan"]}`), 0o644)
+	if r, err := (&Datafile{Path: p}).Load(); err != nil || !slices.Equal(r.Devices, []string{vxlan.DecapDevice, vxlan.NodeDevice}) {
+		t.Errorf("vxlan devices: %+v %v", r, err)
+	}
 	// An empty file (e.g. created by hand) is an empty record.
-	p := filepath.Join(dir, "empty")
+	p = filepath.Join(dir, "empty")
 	_ = os.WriteFile(p, nil, 0o644)
 	if r, err := (&Datafile{Path: p}).Load(); err != nil || !r.Empty() {
 		t.Errorf("empty file: %+v %v", r, err)

@@ -340,3 +340,106 @@ func TestKernelVXLAN(t *testing.T) {
 		t.Fatalf("datafile not cleared: %+v", rec)
 	}
 }
+
+// TestKernelDecap: on the node of a pod-mode gateway the router's
+// decapsulating device replaces the node's encapsulating one (same VNI and
+// port) and a leftover broker device: local address the node IP, the
+// derived gateway inner address and MAC, no remote, no FDB entries,
+// rp_filter 0 on a strict host; recorded, unchanged without writes (also
+// after a restart from the datafile), replaced by the node device when the
+// gateway leaves, removed by a state without it.
+func TestKernelDecap(t *testing.T) {
+	n := newNode(t)
+	file := &Datafile{Path: filepath.Join(t.TempDir(), "router.json")}
+	k := NewKernel(n.nl, file, Record{})
+	node := addr("10.50.0.10")
+	// The rp_filter is read and set in the calling thread's namespace.
+	decap := func(k *Kernel) (bool, error) {
+		var stale bool
+		err := knetns.Do(n.ns, func() (err error) {
+			stale, err = k.EnsureDecap(node, 4803, 4803)
+			return err
+		})
+		return stale, err
+	}
+	// A new device would inherit strict filtering.
+	n.lab.In(n.ns, "sysctl", "-qw", "net.ipv4.conf.default.rp_filter=1")
+	if _, _, err := k.EnsureVXLAN(node, addr("10.50.0.1"), 4803, 4803); err != nil {
+		t.Fatal(err)
+	}
+	// The gateway pod comes to this node.
+	if stale, err := decap(k); err != nil || stale {
+		t.Fatalf("EnsureDecap: stale %v, %v", stale, err)
+	}
+	if _, err := n.nl.LinkByName(vxlan.NodeDevice); err == nil {
+		t.Fatal("the node's encapsulating device is still there")
+	}
+	if rec, _ := (&Datafile{Path: file.Path}).Load(); !slices.Equal(rec.Devices, []string{vxlan.DecapDevice}) {
+		t.Fatalf("record: %+v", rec)
+	}
+	out := n.lab.In(n.ns, "ip", "-d", "addr", "show", "dev", vxlan.DecapDevice)
+	for _, w := range []string{"link/ether 02:6b:0a:32:00:0a", "vxlan id 4803 local 10.50.0.10", "dstport 4803", "nolearning", "inet 240.50.0.10/32 scope link"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s lacks %q:\n%s", vxlan.DecapDevice, w, out)
+		}
+	}
+	if strings.Contains(out, "remote") {
+		t.Errorf("%s has a remote:\n%s", vxlan.DecapDevice, out)
+	}
+	if fdb := strings.TrimSpace(n.lab.Run("bridge", "-n", n.ns, "fdb", "show", "dev", vxlan.DecapDevice)); strings.Contains(fdb, " dst ") {
+		t.Errorf("FDB of %s: %s", vxlan.DecapDevice, fdb)
+	}
+	if v := strings.TrimSpace(n.lab.In(n.ns, "cat", "/proc/sys/net/ipv4/conf/"+vxlan.DecapDevice+"/rp_filter")); v != "0" {
+		t.Errorf("rp_filter of %s: %s, want 0", vxlan.DecapDevice, v)
+	}
+	if _, err := k.Apply(State{Table: tableMain, Device: vxlan.DecapDevice}); err != nil {
+		t.Fatal(err)
+	}
+	writes, files := k.DeviceWrites(), file.Writes()
+	if _, err := decap(k); err != nil || k.DeviceWrites() != writes || file.Writes() != files {
+		t.Fatalf("unchanged EnsureDecap: %d device and %d file writes, %v", k.DeviceWrites()-writes, file.Writes()-files, err)
+	}
+	// A restart from the datafile (kill -9): found as it is.
+	f2 := &Datafile{Path: file.Path}
+	rec, err := f2.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k = NewKernel(n.nl, f2, rec)
+	if _, err := decap(k); err != nil || k.DeviceWrites() != 0 || f2.Writes() != 0 {
+		t.Fatalf("EnsureDecap after a restart: %d device and %d file writes, %v", k.DeviceWrites(), f2.Writes(), err)
+	}
+	if _, err := k.Apply(State{Table: tableMain, Device: vxlan.DecapDevice}); err != nil || f2.Writes() != 0 {
+		t.Fatalf("Apply after a restart: %d file writes, %v", f2.Writes(), err)
+	}
+	// The gateway leaves this node: the node's device takes the VNI and port.
+	if _, _, err := k.EnsureVXLAN(node, addr("10.50.0.2"), 4803, 4803); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.nl.LinkByName(vxlan.DecapDevice); err == nil {
+		t.Fatal("the decapsulating device is still there")
+	}
+	if rec, _ := (&Datafile{Path: file.Path}).Load(); !slices.Equal(rec.Devices, []string{vxlan.NodeDevice}) {
+		t.Fatalf("record: %+v", rec)
+	}
+	// Back on this node, past a killed node-mode broker's leftover.
+	if _, err := k.Apply(State{Table: tableMain}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vxlan.Ensure(n.nl, vxlan.Spec{Name: vxlan.GatewayDevice, VNI: 4803, Port: 4803, Local: node}); err != nil {
+		t.Fatal(err)
+	}
+	if stale, err := decap(k); err != nil || !stale {
+		t.Fatalf("EnsureDecap past a leftover: stale %v, %v", stale, err)
+	}
+	// A state without it (shutdown, mode change) removes it.
+	if _, err := k.Apply(State{Table: tableMain}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.nl.LinkByName(vxlan.DecapDevice); err == nil {
+		t.Fatal("decapsulating device left behind")
+	}
+	if rec, _ := (&Datafile{Path: file.Path}).Load(); !rec.Empty() {
+		t.Fatalf("datafile not cleared: %+v", rec)
+	}
+}

@@ -209,12 +209,20 @@ func Ensure(h *netlink.Handle, s Spec) (netlink.Link, int, error) {
 // node network; rtnetlink sets it per device without a writable /proc/sys.
 // The kernel still applies the larger of "all" and the device's setting:
 // callers warn about a strict "all" (RPFilter).
+//
+// The rp_filter is read and set in the calling thread's network namespace
+// (/proc/sys and rtnetlink without a handle), which must be h's.
 func EnsureReceiver(h *netlink.Handle, s Spec) (netlink.Link, int, error) {
 	link, writes, err := Ensure(h, s)
 	if err != nil {
 		return nil, writes, err
 	}
 	if v, err := readRPFilter(s.Name); err != nil || v != 0 {
+		// The index is only meaningful in h's namespace: never set the
+		// rp_filter of whatever device has it in another one.
+		if l, err := netlink.LinkByIndex(link.Attrs().Index); err != nil || l.Attrs().Name != s.Name {
+			return nil, writes, fmt.Errorf("device %s: not in the calling thread's network namespace, cannot set its rp_filter", s.Name)
+		}
 		writes++
 		if err := SetRPFilter(link.Attrs().Index, 0); err != nil {
 			return nil, writes, fmt.Errorf("device %s: %w", s.Name, err)

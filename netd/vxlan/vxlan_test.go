@@ -210,3 +210,43 @@ func TestLoosenRPFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiver (root): a decapsulating device gets rp_filter 0 over an
+// inherited strict default, in the calling thread's namespace only.
+func TestReceiver(t *testing.T) {
+	lab := knetns.New(t, "klvr")
+	ns := lab.NS("node")
+	peer := lab.NS("w")
+	lab.Veth(ns, "eth0", "10.50.0.2/24", peer, "eth0", "10.50.0.10/24")
+	nsh, err := vnetns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lab.In(ns, "sysctl", "-qw", "net.ipv4.conf.default.rp_filter=1")
+	ip := netip.MustParseAddr("10.50.0.2")
+	s := Spec{Name: DecapDevice, VNI: 4803, Port: 4803, Local: ip, Inner: GatewayAddress(ip), MAC: MAC(ip)}
+	// From another namespace the device's index means nothing: refused
+	// (after the device itself was made through the handle).
+	if _, _, err := EnsureReceiver(h, s); err == nil || !strings.Contains(err.Error(), "calling thread's network namespace") {
+		if err != nil && strings.Contains(err.Error(), ErrNoVXLAN.Error()) {
+			t.Skipf("kernel without vxlan: %v", err)
+		}
+		t.Fatalf("EnsureReceiver from another namespace: %v", err)
+	}
+	var n int
+	if err := knetns.Do(ns, func() (err error) { _, n, err = EnsureReceiver(h, s); return err }); err != nil || n != 1 {
+		t.Fatalf("EnsureReceiver: %d writes (want the rp_filter), %v", n, err)
+	}
+	if v := strings.TrimSpace(lab.In(ns, "cat", "/proc/sys/net/ipv4/conf/"+DecapDevice+"/rp_filter")); v != "0" {
+		t.Fatalf("rp_filter %s, want 0", v)
+	}
+	if err := knetns.Do(ns, func() (err error) { _, n, err = EnsureReceiver(h, s); return err }); err != nil || n != 0 {
+		t.Fatalf("unchanged EnsureReceiver: %d writes, %v", n, err)
+	}
+}
