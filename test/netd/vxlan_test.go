@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -14,6 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	knetns "github.com/kubelink/kubelink/test/netns"
 	"github.com/kubelink/kubelink/test/testenv"
@@ -26,6 +32,7 @@ const (
 	vxlanPort   = "4803"
 	nodeDev     = "kubelink-vxlan"
 	gwDev       = "kubelink-vxgw"
+	decDev      = "kubelink-vxdec"
 )
 
 // vxlanLab is the router lab (N, G1, G2 on br0, apiserver, Lease, links)
@@ -65,10 +72,14 @@ func newVXLANLab(t *testing.T) *vxlanLab {
 	}
 	fabric := `table bridge fabric {
 	counter vxlan {}
+	counter vxlan_g2 {}
+	counter vxlan_pods {}
 	counter dropped {}
 	chain forward {
 		type filter hook forward priority 0; policy accept;
 		udp dport ` + vxlanPort + ` counter name "vxlan"
+		ip daddr ` + gw2IP + ` udp dport ` + vxlanPort + ` counter name "vxlan_g2"
+		ip daddr 10.244.0.0/16 udp dport ` + vxlanPort + ` counter name "vxlan_pods"
 		ip daddr != { 10.50.0.0/24, 10.244.0.0/16 } counter name "dropped" drop
 	}
 }`
@@ -136,11 +147,16 @@ func newVXLANLab(t *testing.T) *vxlanLab {
 }
 
 // broker runs netd broker in mode none (no tunnel: the mesh destination is
-// routed behind the gateway) with the VXLAN decapsulation on ip.
+// routed behind the gateway) with the VXLAN decapsulation on ip (node
+// mode; none when ip is empty).
 func (l *vxlanLab) broker(ns, name, ip string, extra ...string) *knetns.Proc {
 	l.t.Helper()
-	args := append([]string{l.netd, "broker", "--mode", "none", "--kubeconfig", l.env.Kubeconfig, "--link-address", "192.168.0.11/24",
-		"--server-port-http", "0", "--vxlan", "--vxlan-ip", ip}, extra...)
+	args := []string{l.netd, "broker", "--mode", "none", "--kubeconfig", l.env.Kubeconfig, "--link-address", "192.168.0.11/24",
+		"--server-port-http", "0"}
+	if ip != "" {
+		args = append(args, "--vxlan", "--vxlan-ip", ip)
+	}
+	args = append(args, extra...)
 	p := l.lab.Start(ns, name, nil, nil, args...)
 	l.t.Cleanup(func() {
 		p.Kill(syscall.SIGKILL)
@@ -250,6 +266,135 @@ func viaVXLAN(gw string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// podOn creates a pod-mode (not hostNetwork) broker pod with its pod IP
+// and the IP of its node in the status.
+func (l *vxlanLab) podOn(ctx context.Context, name, podIP, hostIP string) {
+	l.t.Helper()
+	pods := l.env.Client().CoreV1().Pods(routerNS)
+	p, err := pods.Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{NodeName: "node-g2",
+			Containers: []corev1.Container{{Name: "netd", Image: "kubelink/netd"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	p.Status.Phase = corev1.PodRunning
+	p.Status.HostIP, p.Status.PodIP = hostIP, podIP
+	p.Status.HostIPs = []corev1.HostIP{{IP: hostIP}}
+	p.Status.PodIPs = []corev1.PodIP{{IP: podIP}}
+	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// startOn runs netd router in the node namespace ns with the node IP ip
+// and its own datafile.
+func (l *vxlanLab) startOn(ns, ip, datafile, name string, extra ...string) *knetns.Proc {
+	l.t.Helper()
+	args := append([]string{l.netd, "router", "--kubeconfig", l.kubeconfig, "--link-address", "192.168.0.11/24",
+		"--node-ip", ip, "--lease-name", routerLease, "--lease-namespace", routerNS,
+		"--datafile", datafile, "--server-port-http", strconv.Itoa(routerPort), "--resync", routerResync.String()}, extra...)
+	p := l.lab.Start(ns, name, nil, nil, args...)
+	l.t.Cleanup(func() {
+		p.Kill(syscall.SIGKILL)
+		if strings.Contains(p.Output(), "DATA RACE") {
+			l.t.Errorf("netd %s: data race", name)
+		}
+		if l.t.Failed() || os.Getenv("ROUTER_LOG") == "1" {
+			l.t.Logf("%s output:\n%s", name, p.Output())
+		}
+	})
+	return p
+}
+
+// routesIn lists the router's routes (protocol 98) in the main table of
+// ns, sorted.
+func routesIn(t *testing.T, ns string) []string {
+	t.Helper()
+	out, err := exec(ns, "ip", "route", "show", "table", "main", "proto", "98")
+	if err != nil {
+		t.Fatalf("ip route in %s: %v: %s", ns, err, out)
+	}
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			lines = append(lines, line)
+		}
+	}
+	slices.Sort(lines)
+	return lines
+}
+
+// waitRoutesIn polls the router's routes in ns until they are want.
+func waitRoutesIn(t *testing.T, ns string, want []string, timeout time.Duration, p *knetns.Proc) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		got := routesIn(t, ns)
+		if slices.Equal(got, want) {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout || p.Exited() {
+			t.Fatalf("routes in %s after %s:\n%s\nwant:\n%s", ns, time.Since(start).Round(time.Millisecond),
+				strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readyIn waits for the router in ns to be ready.
+func readyIn(t *testing.T, ns string, p *knetns.Proc) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "router ready in "+ns, func() bool {
+		if p.Exited() {
+			t.Fatalf("router in %s exited:\n%s", ns, p.Output())
+		}
+		out, err := curl(ns, fmt.Sprintf("http://127.0.0.1:%d/readyz", routerPort))
+		return err == nil && strings.TrimSpace(out) == "ok"
+	})
+}
+
+// devicesIn is the devices a router's datafile records.
+func devicesIn(t *testing.T, datafile string) []string {
+	t.Helper()
+	b, err := os.ReadFile(datafile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Routes  []any    `json:"routes"`
+		Devices []string `json:"devices"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatalf("datafile %s: %v\n%s", datafile, err, b)
+	}
+	if rec.Devices == nil {
+		rec.Devices = []string{}
+	}
+	return rec.Devices
+}
+
+// dialFrom connects from ns, with the source address src, to dst and
+// returns the answer's first line.
+func dialFrom(ns, src, dst string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var c net.Conn
+	err := knetns.Do(ns, func() (err error) {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err = d.DialContext(ctx, "tcp", dst)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), err
 }
 
 // TestRouterVXLAN: a pod on the worker N reaches a mesh destination behind
@@ -382,47 +527,12 @@ func TestRouterVXLAN(t *testing.T) {
 		t.Fatalf("no %s on N after the broker's kill -9", gwDev)
 	}
 
+	// In a real cluster only the active broker has a device; G2's, killed,
+	// leaves its device behind (the router on G2 removes it below).
+	b2.Kill(syscall.SIGKILL)
+
 	t.Run("pod mode", func(t *testing.T) {
-		// The gateway pod's namespace inherited strict reverse-path
-		// filtering from its host: decapsulated packets are dropped until
-		// `netd ipforward --loose-rp-filter` (the chart's init container)
-		// turns it loose.
-		l.lab.In(l.gp, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1", "net.ipv4.conf.default.rp_filter=1")
-		bp := l.broker(l.gp, "broker-gp", gwPodIP, "--pod-cidr", "10.244.0.0/16")
-		waitFor(t, 10*time.Second, "decapsulation device in the gateway pod", func() bool { return hasLink(l.gp, gwDev) })
-		l.pod(ctx, "gw-pod", gwPodIP)
-		start := time.Now()
-		l.setHolder(ctx, "gw-pod")
-		l.waitRoutes("main", viaVXLAN(gwPodIP), 10*time.Second, p)
-		t.Logf("gateway → pod-mode gateway %s: routes via 240.244.2.2 %s after the lease update", gwPodIP, time.Since(start).Round(time.Millisecond))
-		if !hasLink(l.node, nodeDev) || hasLink(l.node, gwDev) || !strings.Contains(p.Output(), "leftover vxlan decapsulation device") {
-			t.Fatalf("N: %s %v, the killed broker's %s %v; router output:\n%s", nodeDev, hasLink(l.node, nodeDev), gwDev, hasLink(l.node, gwDev), p.Output())
-		}
-		waitFor(t, 5*time.Second, "the broker's rp_filter warning", func() bool {
-			return strings.Contains(bp.Output(), "strict reverse-path filtering")
-		})
-		rx0, _ := packets(t, l.gp, gwDev)
-		l.unreachable(l.wpod, "strict rp_filter in the gateway pod")
-		rx1, _ := packets(t, l.gp, gwDev)
-		if rx1 == rx0 {
-			t.Fatalf("nothing arrived on the gateway pod's %s", gwDev)
-		}
-		t.Logf("strict rp_filter: %d packets decapsulated in the gateway pod and dropped", rx1-rx0)
-		if out := l.lab.In(l.gp, l.netd, "ipforward", "--loose-rp-filter"); !strings.Contains(out, "net.ipv4.conf.all.rp_filter = 2 (was 1)") {
-			t.Fatalf("netd ipforward --loose-rp-filter: %s", out)
-		}
-		_, tx0 := packets(t, l.node, nodeDev)
-		l.reachFrom(l.wpod, "m3", workerPodIP)
-		_, tx1 := packets(t, l.node, nodeDev)
-		rx2, _ := packets(t, l.gp, gwDev)
-		if tx1 == tx0 || rx2 == rx1 {
-			t.Fatalf("not over VXLAN: N tx %d→%d, gateway pod rx %d→%d", tx0, tx1, rx1, rx2)
-		}
-		t.Logf("pod → m3 through the pod-mode gateway: N %s sent %d packets, the gateway pod's %s received %d", nodeDev, tx1-tx0, gwDev, rx2-rx1)
-		bp.Kill(syscall.SIGTERM)
-		if hasLink(l.gp, gwDev) {
-			t.Fatalf("%s left in the gateway pod after the broker's SIGTERM", gwDev)
-		}
+		l.podMode(ctx, t, p)
 	})
 
 	// The router's shutdown removes its device, routes and record.
@@ -435,8 +545,193 @@ func TestRouterVXLAN(t *testing.T) {
 	}
 	l.checkRecordEmpty()
 	l.checkForeign()
-	b2.Kill(syscall.SIGTERM)
-	if hasLink(l.g2, gwDev) {
-		t.Fatalf("%s left on G2 after the broker's SIGTERM", gwDev)
+}
+
+// podMode: the gateway is a pod on G2 (10.244.2.2). Its broker does not
+// decapsulate (netd refuses --vxlan with --pod-cidr); N's VXLAN goes to
+// G2's node IP, where G2's router owns the decapsulating device and routes
+// on to the pod. So every packet to and from the gateway pod passes G2's
+// network namespace and its conntrack, where kube-proxy's DNAT of the
+// gateway pod's connections is recorded: the reply of a Service endpoint on
+// the worker is un-DNATed on its way back. p is N's router.
+func (l *vxlanLab) podMode(ctx context.Context, t *testing.T, p *knetns.Proc) {
+	if out, err := exec(l.gp, "timeout", "10", l.netd, "broker", "--mode", "none", "--kubeconfig", l.env.Kubeconfig,
+		"--link-address", "192.168.0.11/24", "--pod-cidr", "10.244.0.0/16", "--vxlan", "--vxlan-ip", gwPodIP); err == nil ||
+		!strings.Contains(out, "--vxlan and --pod-cidr (pod mode) are mutually exclusive") {
+		t.Fatalf("netd broker --vxlan --pod-cidr: %v: %s", err, out)
 	}
+	// G2 is a node now, not a gateway: the mesh behind it is the gateway
+	// pod's, which G2's router routes to.
+	l.lab.In(l.g2, "ip", "route", "del", "10.20.0.0/16")
+	// A strict host for new devices: the router sets its device's
+	// rp_filter to 0 through rtnetlink.
+	l.lab.In(l.g2, "sysctl", "-qw", "net.ipv4.conf.default.rp_filter=1")
+	bp := l.broker(l.gp, "broker-gp", "", "--pod-cidr", "10.244.0.0/16")
+	g2file := filepath.Join(t.TempDir(), "router-g2.json")
+	pg := l.startOn(l.g2, gw2IP, g2file, "router-g2", "--vxlan")
+	// The gateway is still N (node mode): G2 sends its VXLAN there, past
+	// the killed broker's leftover device, which held the VNI and port.
+	waitRoutesIn(t, l.g2, viaVXLAN(nodeIP), 30*time.Second, pg)
+	if hasLink(l.g2, gwDev) || !strings.Contains(pg.Output(), "leftover vxlan decapsulation device") {
+		t.Fatalf("G2: the killed broker's %s %v; router output:\n%s", gwDev, hasLink(l.g2, gwDev), pg.Output())
+	}
+
+	var podRoutes []string
+	for _, d := range allDsts {
+		podRoutes = append(podRoutes, d+" via "+gwPodIP+" dev gp0")
+	}
+	slices.Sort(podRoutes)
+	l.podOn(ctx, "gw-pod", gwPodIP, gw2IP)
+	start := time.Now()
+	l.setHolder(ctx, "gw-pod")
+	// N: to G2's node IP (inner 240.50.0.2), not to the pod IP.
+	l.waitRoutes("main", viaVXLAN(gw2IP), 10*time.Second, p)
+	tn := time.Since(start)
+	// G2: plainly to the pod, and the decapsulating device instead of the
+	// encapsulating one (same VNI and port).
+	waitRoutesIn(t, l.g2, podRoutes, 10*time.Second, pg)
+	waitFor(t, 10*time.Second, "G2: decapsulating device instead of the node's", func() bool {
+		return hasLink(l.g2, decDev) && !hasLink(l.g2, nodeDev)
+	})
+	t.Logf("gateway → pod on G2: N routes via 240.50.0.2 after %s, G2 routes via the pod and owns %s after %s",
+		tn.Round(time.Millisecond), decDev, time.Since(start).Round(time.Millisecond))
+	if !hasLink(l.node, nodeDev) || hasLink(l.node, gwDev) || !strings.Contains(p.Output(), "leftover vxlan decapsulation device") {
+		t.Fatalf("N: %s %v, the killed broker's %s %v; router output:\n%s", nodeDev, hasLink(l.node, nodeDev), gwDev, hasLink(l.node, gwDev), p.Output())
+	}
+	if fdb := strings.TrimSpace(l.lab.Run("bridge", "-n", l.node, "fdb", "show", "dev", nodeDev)); fdb != "02:6b:0a:32:00:02 dst "+gw2IP+" self permanent" {
+		t.Fatalf("N's FDB: %s", fdb)
+	}
+	out := l.lab.In(l.g2, "ip", "-d", "addr", "show", "dev", decDev)
+	for _, w := range []string{"link/ether 02:6b:0a:32:00:02", "vxlan id 4803 local " + gw2IP, "dstport 4803", "nolearning", "inet 240.50.0.2/32 scope link"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("G2's %s lacks %q:\n%s", decDev, w, out)
+		}
+	}
+	if fdb := l.lab.Run("bridge", "-n", l.g2, "fdb", "show", "dev", decDev); strings.Contains(fdb, " dst ") {
+		t.Errorf("G2's %s has a remote: %s", decDev, fdb)
+	}
+	if v := strings.TrimSpace(l.lab.In(l.g2, "cat", "/proc/sys/net/ipv4/conf/"+decDev+"/rp_filter")); v != "0" {
+		t.Fatalf("rp_filter of %s on G2 is %s, want 0", decDev, v)
+	}
+	if d := devicesIn(t, g2file); !slices.Equal(d, []string{decDev}) {
+		t.Fatalf("G2's datafile records %v", d)
+	}
+	if hasLink(l.gp, gwDev) || hasLink(l.gp, decDev) {
+		t.Fatalf("a vxlan device in the gateway pod")
+	}
+
+	// The worker's pod reaches the mesh behind the gateway pod: N's frames
+	// go to G2's node IP (never to a pod IP), G2's device takes them in.
+	_, tx0 := packets(t, l.node, nodeDev)
+	rx0, _ := packets(t, l.g2, decDev)
+	g20, pods0, dropped := l.fabric("vxlan_g2"), l.fabric("vxlan_pods"), l.fabric("dropped")
+	l.reachFrom(l.wpod, "m3", workerPodIP)
+	_, tx1 := packets(t, l.node, nodeDev)
+	rx1, _ := packets(t, l.g2, decDev)
+	if tx1 == tx0 || rx1 == rx0 || l.fabric("vxlan_g2") == g20 || l.fabric("vxlan_pods") != pods0 || l.fabric("dropped") != dropped {
+		t.Fatalf("not over VXLAN to G2: N %s tx %d→%d, G2 %s rx %d→%d, UDP to G2 %d→%d, to pods %d→%d, dropped %d→%d",
+			nodeDev, tx0, tx1, decDev, rx0, rx1, g20, l.fabric("vxlan_g2"), pods0, l.fabric("vxlan_pods"), dropped, l.fabric("dropped"))
+	}
+	t.Logf("pod → m3 through the pod-mode gateway: N %s sent %d packets, G2's %s received %d, %d UDP/%s packets to G2's node IP, none to a pod IP",
+		nodeDev, tx1-tx0, decDev, rx1-rx0, l.fabric("vxlan_g2")-g20, vxlanPort)
+
+	// kube-proxy on G2, by a stand-in: the ClusterIP 10.96.0.10:80 is
+	// DNATed to an endpoint on the worker (10.244.1.2:8081). A connection
+	// from the mesh behind the gateway pod (m3, as 10.20.0.10) passes G2,
+	// which DNATs it; the endpoint's reply to 10.20.0.10 takes N's mesh
+	// route over VXLAN, and must come back through G2 to be un-DNATed:
+	// delivered into the gateway pod directly, it would carry the
+	// endpoint's address, which m3 never called.
+	ln, err := knetns.Listen(l.wpod, "tcp", workerPodIP+":8081")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintln(c, "endpoint", c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	kubeProxy := `table ip kubeproxy-standin {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 10.96.0.10 tcp dport 80 dnat to ` + workerPodIP + `:8081
+	}
+}`
+	cmd := osexec.Command("ip", "netns", "exec", l.g2, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(kubeProxy)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kube-proxy stand-in: %v: %s", err, out)
+	}
+	var m3 string
+	for _, ns := range l.lab.Namespaces() {
+		if strings.HasSuffix(ns, "-m3") {
+			m3 = ns
+		}
+	}
+	_, tx0 = packets(t, l.node, nodeDev)
+	rx0, _ = packets(t, l.g2, decDev)
+	got, err := dialFrom(m3, meshDst, "10.96.0.10:80", 3*time.Second)
+	if err != nil {
+		t.Fatalf("m3 (%s) → ClusterIP 10.96.0.10:80 (endpoint %s:8081 on the worker): %v", meshDst, workerPodIP, err)
+	}
+	if f := strings.Fields(got); len(f) != 2 || f[0] != "endpoint" || !strings.HasPrefix(f[1], meshDst+":") {
+		t.Fatalf("m3 → ClusterIP: answer %q, want the endpoint seeing %s", got, meshDst)
+	}
+	_, tx1 = packets(t, l.node, nodeDev)
+	rx1, _ = packets(t, l.g2, decDev)
+	if tx1 == tx0 || rx1 == rx0 {
+		t.Fatalf("the endpoint's reply did not take the VXLAN to G2: N tx %d→%d, G2 rx %d→%d", tx0, tx1, rx0, rx1)
+	}
+	t.Logf("m3 → ClusterIP DNATed on G2 to the worker's endpoint: the reply came back over VXLAN through G2 (%d packets decapsulated), un-DNATed", rx1-rx0)
+
+	// kill -9 and an unchanged restart: no duplicate device, no writes.
+	pg.Kill(syscall.SIGKILL)
+	pg = l.startOn(l.g2, gw2IP, g2file, "router-g2-again", "--vxlan")
+	readyIn(t, l.g2, pg)
+	for _, m := range []string{"netd_router_device_writes", "netd_router_route_writes", "netd_router_datafile_writes"} {
+		if w := metric(t, l.g2, routerPort, m); w != 0 {
+			t.Fatalf("an unchanged restart on G2: %s %v", m, w)
+		}
+	}
+	if out := l.lab.In(l.g2, "ip", "-o", "link", "show", "type", "vxlan"); strings.Count(out, "\n") != 1 || !strings.Contains(out, decDev) {
+		t.Fatalf("G2's vxlan devices after the restart:\n%s", out)
+	}
+	// kill -9 and a restart without VXLAN: the recorded device goes.
+	pg.Kill(syscall.SIGKILL)
+	pg = l.startOn(l.g2, gw2IP, g2file, "router-g2-direct")
+	waitFor(t, 10*time.Second, "G2's decapsulating device removed after the mode change", func() bool { return !hasLink(l.g2, decDev) })
+	waitRoutesIn(t, l.g2, podRoutes, 10*time.Second, pg)
+	pg.Kill(syscall.SIGTERM)
+	pg = l.startOn(l.g2, gw2IP, g2file, "router-g2-3", "--vxlan")
+	waitFor(t, 30*time.Second, "G2's decapsulating device back", func() bool { return hasLink(l.g2, decDev) })
+	l.reachFrom(l.wpod, "m3", workerPodIP)
+
+	// The gateway leaves G2: its router goes back to a node's device.
+	start = time.Now()
+	l.setHolder(ctx, "g1-pod")
+	waitRoutesIn(t, l.g2, viaVXLAN(gw1IP), 10*time.Second, pg)
+	waitFor(t, 10*time.Second, "G2: the node's device instead of the decapsulating one", func() bool {
+		return !hasLink(l.g2, decDev) && hasLink(l.g2, nodeDev)
+	})
+	l.waitRoutes("main", viaVXLAN(gw1IP), 10*time.Second, p)
+	t.Logf("gateway leaves G2: %s replaced by %s after %s", decDev, nodeDev, time.Since(start).Round(time.Millisecond))
+	if d := devicesIn(t, g2file); !slices.Equal(d, []string{nodeDev}) {
+		t.Fatalf("G2's datafile records %v", d)
+	}
+	// Back on G2, then the router's shutdown removes everything.
+	l.setHolder(ctx, "gw-pod")
+	waitRoutesIn(t, l.g2, podRoutes, 10*time.Second, pg)
+	waitFor(t, 10*time.Second, "G2's decapsulating device back", func() bool { return hasLink(l.g2, decDev) })
+	pg.Kill(syscall.SIGTERM)
+	if hasLink(l.g2, decDev) || hasLink(l.g2, nodeDev) || len(routesIn(t, l.g2)) != 0 || len(devicesIn(t, g2file)) != 0 {
+		t.Fatalf("G2 after the router's SIGTERM: %s %v, %s %v, routes %v, datafile %v", decDev, hasLink(l.g2, decDev),
+			nodeDev, hasLink(l.g2, nodeDev), routesIn(t, l.g2), devicesIn(t, g2file))
+	}
+	bp.Kill(syscall.SIGTERM)
 }
