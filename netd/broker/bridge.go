@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sort"
 	"strconv"
-	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -18,38 +16,6 @@ import (
 	"github.com/kubelink/kubelink/netd/kube"
 	"github.com/kubelink/kubelink/netd/tunnel/bridge"
 )
-
-// helloState holds what the bridge tells peers; reconciles update it.
-type helloState struct {
-	mu     sync.Mutex
-	port   int
-	locals map[string]localInfo
-	names  map[string]string // mesh -> local cluster name
-}
-
-func (h *helloState) SetLocal(locals map[string]localInfo) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.locals = locals
-}
-
-func (h *helloState) hello() bridge.Hello {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := bridge.Hello{Port: h.port}
-	for m, l := range h.locals {
-		hm := bridge.HelloMesh{Mesh: m, Cluster: l.Cluster, Address: l.Address.String(), Domain: l.Domain}
-		if l.CIDR.IsValid() {
-			hm.CIDR = l.CIDR.String()
-		}
-		if l.DNSIP.IsValid() {
-			hm.DNSIP = l.DNSIP.String()
-		}
-		out.Meshes = append(out.Meshes, hm)
-	}
-	sort.Slice(out.Meshes, func(i, j int) bool { return out.Meshes[i].Mesh < out.Meshes[j].Mesh })
-	return out
-}
 
 // loadTLS reads the certificate from files or from the --secret (a
 // kubernetes TLS secret: tls.crt, tls.key, ca.crt).
@@ -95,12 +61,12 @@ func (b *broker) openBridge(ctx context.Context, kick func()) error {
 	if err != nil {
 		return err
 	}
-	hs := &helloState{port: b.cfg.AdvertisedPort}
-	b.bridge = hs
+	// Until the first reconcile's plan hands it the meshes, the hello
+	// tells only the port.
 	opts := bridge.Options{
 		Name: b.cfg.IfceName, ListenPort: b.cfg.BrokerPort, MTU: bridge.DefaultMTU,
 		Certificate: cert, CAs: pool, Heartbeat: b.cfg.Keepalive,
-		Hello: hs.hello, Log: b.log,
+		Hello: bridge.Hello{Port: b.cfg.AdvertisedPort}, Log: b.log,
 		OnHello: func(link string, h bridge.Hello) {
 			if b.cfg.DNSAdvertisement {
 				b.advertisedDNS(ctx, link, h)
@@ -109,7 +75,7 @@ func (b *broker) openBridge(ctx context.Context, kick func()) error {
 		},
 	}
 	if b.cfg.AutoConnect {
-		opts.OnUnknown = func(names []string, h bridge.Hello) { b.autoConnect(ctx, names, h) }
+		opts.OnUnknown = func(names []string, sent, got bridge.Hello) { b.autoConnect(ctx, names, sent, got) }
 	}
 	br, err := bridge.New(opts)
 	if err != nil {
@@ -157,21 +123,16 @@ func (b *broker) advertisedDNS(ctx context.Context, link string, h bridge.Hello)
 }
 
 // autoConnect registers a peer with a valid certificate as a new KubeLink
-// in every mesh both share.
-func (b *broker) autoConnect(ctx context.Context, names []string, h bridge.Hello) {
+// in every mesh both share: the meshes of the hello we sent it (the local
+// ones) and of the hello it sent (h).
+func (b *broker) autoConnect(ctx context.Context, names []string, sent, h bridge.Hello) {
 	if len(names) == 0 {
 		return
 	}
 	host := names[0]
-	hs, _ := b.bridge.(*helloState)
 	for _, hm := range h.Meshes {
-		if hs != nil {
-			hs.mu.Lock()
-			_, shared := hs.locals[hm.Mesh]
-			hs.mu.Unlock()
-			if !shared {
-				continue
-			}
+		if helloFor(sent, hm.Mesh) == nil {
+			continue
 		}
 		name := v1alpha1.JoinName(hm.Mesh, hm.Cluster)
 		if b.watcher.Get(name) != nil {

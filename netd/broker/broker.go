@@ -95,22 +95,8 @@ type broker struct {
 	// written are MeshService statuses written but maybe not yet seen
 	// by the informer.
 	written map[string]v1alpha1.MeshServiceStatus
-	bridge  bridgeHooks
 	// decap is the VXLAN decapsulating device (--vxlan), else nil.
 	decap *vxlan.Gateway
-}
-
-// bridgeHooks is what bridge mode adds to reconciles (hello info).
-type bridgeHooks interface {
-	SetLocal(locals map[string]localInfo)
-}
-
-type localInfo struct {
-	Cluster string
-	Address netip.Prefix
-	CIDR    netip.Prefix
-	DNSIP   netip.Addr
-	Domain  string
 }
 
 func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metrics.Metrics, log *slog.Logger) error {
@@ -146,7 +132,6 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metri
 		return err
 	}
 	b.dp = NewDataplane(cfg, b.tun)
-	b.dp.hello = b.bridge
 	if cfg.VXLAN {
 		// Created by the reconciles (it may have to wait for the router
 		// on this node to give up the VNI and port); removed when the

@@ -63,13 +63,14 @@ type Options struct {
 	// from it.
 	Heartbeat        time.Duration
 	HandshakeTimeout time.Duration
-	// Hello returns what we tell peers.
-	Hello func() Hello
+	// Hello is what we tell peers until SetHello replaces it.
+	Hello Hello
 	// OnHello is called with a known link's hello.
 	OnHello func(link string, h Hello)
 	// OnUnknown is called for a peer with a valid certificate that matches
-	// no link (auto-connect); nil rejects such peers.
-	OnUnknown func(names []string, h Hello)
+	// no link (auto-connect) with the hello we sent it and its own; nil
+	// rejects such peers.
+	OnUnknown func(names []string, sent, got Hello)
 	Log       *slog.Logger
 }
 
@@ -88,6 +89,9 @@ type Bridge struct {
 
 	tunMu sync.Mutex // serializes writes to the TUN device
 	pool  sync.Pool  // frame buffers
+
+	helloMu sync.Mutex
+	hello   Hello
 }
 
 type route struct {
@@ -142,7 +146,7 @@ func New(opts Options) (*Bridge, error) {
 		return nil, fmt.Errorf("listening on port %d: %w", opts.ListenPort, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Bridge{opts: opts, dev: dev, ln: ln, ctx: ctx, stop: cancel, peers: map[string]*peer{}}
+	b := &Bridge{opts: opts, dev: dev, ln: ln, ctx: ctx, stop: cancel, peers: map[string]*peer{}, hello: opts.Hello}
 	go b.readTUN()
 	go b.accept()
 	go b.heartbeat()
@@ -154,6 +158,20 @@ func (b *Bridge) Device() string { return b.opts.Name }
 
 // Addr is the listen address.
 func (b *Bridge) Addr() net.Addr { return b.ln.Addr() }
+
+// SetHello replaces what we tell peers from the next handshake on; the
+// broker hands it the hello of every reconcile's plan.
+func (b *Bridge) SetHello(h Hello) {
+	b.helloMu.Lock()
+	defer b.helloMu.Unlock()
+	b.hello = h
+}
+
+func (b *Bridge) currentHello() Hello {
+	b.helloMu.Lock()
+	defer b.helloMu.Unlock()
+	return b.hello
+}
 
 // Writes counts peer-set changes.
 func (b *Bridge) Writes() int {
@@ -508,7 +526,7 @@ func (b *Bridge) dial(ctx context.Context, p *peer) error {
 		_ = tc.Close()
 		return fmt.Errorf("TLS with %s: %w", p.cfg.Endpoint, err)
 	}
-	h, r, err := b.exchangeHello(tc)
+	h, r, err := b.exchangeHello(tc, b.currentHello())
 	if err != nil {
 		_ = tc.Close()
 		return fmt.Errorf("hello with %s: %w", p.cfg.Endpoint, err)
@@ -554,7 +572,8 @@ func (b *Bridge) handleInbound(nc net.Conn) {
 		_ = tc.Close()
 		return
 	}
-	h, r, err := b.exchangeHello(tc)
+	sent := b.currentHello()
+	h, r, err := b.exchangeHello(tc, sent)
 	if err != nil {
 		b.opts.Log.Info("bridge: hello failed", "remote", nc.RemoteAddr(), "err", err)
 		_ = tc.Close()
@@ -563,7 +582,7 @@ func (b *Bridge) handleInbound(nc net.Conn) {
 	if p == nil {
 		// Auto-connect: register the peer; it reconnects once its KubeLink
 		// exists.
-		b.opts.OnUnknown(names, h)
+		b.opts.OnUnknown(names, sent, h)
 		_ = tc.Close()
 		return
 	}
@@ -572,10 +591,10 @@ func (b *Bridge) handleInbound(nc net.Conn) {
 
 // exchangeHello sends our hello and reads the peer's within the handshake
 // timeout.
-func (b *Bridge) exchangeHello(tc *tls.Conn) (Hello, *bufio.Reader, error) {
+func (b *Bridge) exchangeHello(tc *tls.Conn, ours Hello) (Hello, *bufio.Reader, error) {
 	var h Hello
 	_ = tc.SetDeadline(time.Now().Add(b.opts.HandshakeTimeout))
-	body, err := json.Marshal(b.opts.Hello())
+	body, err := json.Marshal(ours)
 	if err != nil {
 		return h, nil, fmt.Errorf("encoding hello: %w", err)
 	}
