@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubelink/kubelink/api/mesh"
-	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/nftable"
 )
 
@@ -33,20 +32,6 @@ const ipsDstNAT = 0x20
 type Forward struct {
 	mesh.Forward
 	Owner string
-}
-
-// Forwards flattens the forwards of the plans that are Ok.
-func Forwards(plans []*mesh.ServicePlan) []Forward {
-	var out []Forward
-	for _, p := range plans {
-		if p.State != v1alpha1.StateOK {
-			continue
-		}
-		for _, f := range p.Forwards {
-			out = append(out, Forward{Forward: f, Owner: p.Namespace + "/" + p.Name})
-		}
-	}
-	return out
 }
 
 // DNAT returns the MeshService chains: dnat-prerouting (nat, prerouting,

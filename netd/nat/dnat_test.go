@@ -67,17 +67,6 @@ func TestDNATChains(t *testing.T) {
 	}
 }
 
-func TestForwardsSkipsInvalidPlans(t *testing.T) {
-	plans := []*mesh.ServicePlan{
-		{Namespace: "a", Name: "ok", State: "Ok", Forwards: []mesh.Forward{{Address: netip.MustParseAddr("192.168.7.9")}}},
-		{Namespace: "a", Name: "bad", State: "Invalid", Forwards: []mesh.Forward{{Address: netip.MustParseAddr("192.168.7.8")}}},
-	}
-	got := nat.Forwards(plans)
-	if len(got) != 1 || got[0].Owner != "a/ok" {
-		t.Fatalf("got %+v", got)
-	}
-}
-
 // TestDNATKernel loads the chains into a gateway namespace and sends real
 // connections through it: R (mesh side, device "kubelink") → G → T
 // (targets, no route back to R, so only masquerade makes replies work).
