@@ -122,3 +122,33 @@ func TestSNATEveryMode(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanConfig: how the flags reach the plan. Only a broker serving
+// every link routes whole mesh networks (plan.Config.Serves nil); keys are
+// required in WireGuard mode only; pod mode is --pod-cidr.
+func TestPlanConfig(t *testing.T) {
+	for _, tc := range []struct {
+		mode, served, podCIDR      string
+		all, wireGuard, none, pods bool
+	}{
+		{mode: ModeWireGuard, served: "all", all: true, wireGuard: true},
+		{mode: ModeWireGuard, served: "", all: true, wireGuard: true},
+		{mode: ModeBridge, served: "b, c", podCIDR: "10.0.0.0/16", pods: true},
+		{mode: ModeNone, served: "all", all: true, none: true},
+	} {
+		cfg := &Config{Mode: tc.mode, PodCIDR: tc.podCIDR, LinkAddress: "192.168.0.11/24", IfceName: "kubelink-x", AdvertisedPort: 9000,
+			MeshDomain: "kubelink", ClusterDomain: "cluster.local", ServedLinks: tc.served, Keepalive: 20 * time.Second, Identity: "t"}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		pc := NewDataplane(cfg, nil).planConfig(context.Background())
+		what := fmt.Sprintf("mode %s, served %q, pod CIDR %q", tc.mode, tc.served, tc.podCIDR)
+		if (pc.Serves == nil) != tc.all || pc.WireGuard != tc.wireGuard || pc.NoTunnel != tc.none || pc.PodMode != tc.pods ||
+			pc.Device != "kubelink-x" || pc.AdvertisedPort != 9000 || pc.Mesh.LinkAddress.String() != "192.168.0.11/24" || pc.Resolve == nil {
+			t.Errorf("%s: plan config %+v", what, pc)
+		}
+		if pc.Serves != nil && (!pc.Serves("c") || pc.Serves("d")) {
+			t.Errorf("%s: serves c %v, d %v", what, pc.Serves("c"), pc.Serves("d"))
+		}
+	}
+}
