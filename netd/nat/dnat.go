@@ -34,6 +34,31 @@ type Forward struct {
 	Owner string
 }
 
+// Map names of the MeshService DNAT (table-wide, hence the prefix).
+const (
+	// mapPorts maps mesh address . protocol . port of the forwards with
+	// one target to the target address . port.
+	mapPorts = "dnat-ports"
+	// mapAddrs maps whole mesh addresses with one target to the target.
+	mapAddrs = "dnat-addrs"
+)
+
+// Key and data types of the maps; concatenated fields are padded to 4 bytes
+// (one register each).
+var (
+	portsKey  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService)
+	portsData = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+)
+
+// Registers: NFT_REG_1 is the 16-byte register over the 4-byte registers
+// NFT_REG32_00-03 (8-11), so a concatenation loaded into 1, 9, 10 is one
+// key at register 1, and map data address . port lands in 1 and 9.
+const (
+	reg1   = 1
+	reg32b = 9
+	reg32c = 10
+)
+
 // DNAT returns the MeshService chains: dnat-prerouting (nat, prerouting,
 // dstnat -100) rewrites the mesh address (and port) of new connections to
 // a target, round robin over several targets; dnat-postrouting (nat,
@@ -42,6 +67,21 @@ type Forward struct {
 // gateway (it has no route back into the mesh). Targets local to the
 // gateway never pass postrouting and keep the mesh source. Without
 // forwards there are no chains.
+//
+// Forwards with one target, the common case, are elements of two maps
+// looked up by one rule each (ip daddr . meta l4proto . th dport, and ip
+// daddr for whole addresses), not a rule each: at mesh scale (thousands of
+// MeshServices) that is thousands of rules fewer to build, compare and load
+// on every table replacement, and a hash lookup instead of a linear walk
+// for each new connection. Each element carries the forward's comment.
+// Round robin needs a counter of its own per forward (numgen state lives
+// in the expression), so forwards with several targets keep one rule each,
+// after the maps.
+//
+// Forwards must not conflict, as mesh.ResolveServices guarantees; of
+// conflicting ones the first keeps its claim as there: a repeated
+// address . protocol . port, an address forwarded whole earlier, or a
+// whole address with port forwards earlier is left out.
 func DNAT(device string, forwards []Forward) []nftable.Chain {
 	if len(forwards) == 0 {
 		return nil
@@ -52,71 +92,81 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 		Hook:     nftables.ChainHookPrerouting,
 		Priority: nftables.ChainPriorityNATDest,
 	}
+	ports := nftable.Set{Name: mapPorts, IsMap: true, Concatenation: true, KeyType: portsKey, DataType: portsData}
+	addrMap := nftable.Set{Name: mapAddrs, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
+	var rr []nftable.Rule
 	addrs := map[netip.Addr]bool{}
+	type claim struct {
+		addr  netip.Addr
+		proto byte
+		port  uint16
+	}
+	claimed := map[claim]bool{}
+	whole, withPorts := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for i, f := range forwards {
 		if !f.Address.Is4() || len(f.Targets) == 0 {
 			continue
+		}
+		proto := protoOf(f)
+		k := claim{f.Address, proto, f.Port}
+		if f.Port == 0 {
+			k.proto = 0
+		}
+		if claimed[k] || whole[f.Address] || (f.Port == 0 && withPorts[f.Address]) {
+			continue
+		}
+		claimed[k] = true
+		if f.Port == 0 {
+			whole[f.Address] = true
+		} else {
+			withPorts[f.Address] = true
 		}
 		for _, t := range f.Targets {
 			addrs[t.Address] = true
 		}
 		a := f.Address.As4()
-		exprs := []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
-		}
-		withPort := f.Port != 0
-		if withPort {
-			proto := byte(unix.IPPROTO_TCP)
-			if f.Protocol == "UDP" {
-				proto = unix.IPPROTO_UDP
-			}
-			exprs = append(exprs,
-				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(f.Port)},
-			)
-		}
-		nat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1}
-		if withPort {
-			nat.RegProtoMin, nat.Specified = 2, true
-		}
 		if len(f.Targets) == 1 {
 			t := f.Targets[0].Address.As4()
-			exprs = append(exprs, &expr.Immediate{Register: 1, Data: t[:]})
-			if withPort {
-				exprs = append(exprs, &expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(targetPort(f, 0))})
+			if f.Port == 0 {
+				addrMap.Elements = append(addrMap.Elements, nftables.SetElement{Key: a[:], Val: t[:], Comment: comment(f)})
+				continue
 			}
-		} else {
-			// Round robin: a counter picks the address and the port from
-			// two maps with the same keys.
-			addrMap := nftable.Set{Name: fmt.Sprintf("dnat-%d-addr", i), Anonymous: true, IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
-			portMap := nftable.Set{Name: fmt.Sprintf("dnat-%d-port", i), Anonymous: true, IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeInetService}
-			for j, t := range f.Targets {
-				ta := t.Address.As4()
-				addrMap.Elements = append(addrMap.Elements, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(j)), Val: ta[:]})
-				portMap.Elements = append(portMap.Elements, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(j)), Val: binaryutil.BigEndian.PutUint16(targetPort(f, j))})
-			}
-			pre.Sets = append(pre.Sets, addrMap)
-			exprs = append(exprs,
-				&expr.Numgen{Register: 1, Modulus: uint32(len(f.Targets)), Type: unix.NFT_NG_INCREMENTAL},
-				&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: addrMap.Name},
-			)
-			if withPort {
-				// A second counter of the same modulus, evaluated exactly
-				// once per new connection like the first, stays in step
-				// with it (this is how nft itself encodes the pair).
-				pre.Sets = append(pre.Sets, portMap)
-				exprs = append(exprs,
-					&expr.Numgen{Register: 2, Modulus: uint32(len(f.Targets)), Type: unix.NFT_NG_INCREMENTAL},
-					&expr.Lookup{SourceRegister: 2, DestRegister: 2, IsDestRegSet: true, SetName: portMap.Name},
-				)
-			}
+			p := binaryutil.BigEndian.PutUint16(f.Port)
+			tp := binaryutil.BigEndian.PutUint16(targetPort(f, 0))
+			ports.Elements = append(ports.Elements, nftables.SetElement{
+				Key:     []byte{a[0], a[1], a[2], a[3], proto, 0, 0, 0, p[0], p[1], 0, 0},
+				Val:     []byte{t[0], t[1], t[2], t[3], tp[0], tp[1], 0, 0},
+				Comment: comment(f),
+			})
+			continue
 		}
-		exprs = append(exprs, nat)
-		pre.Rules = append(pre.Rules, nftable.Rule{Comment: comment(f), Exprs: exprs})
+		rr = append(rr, roundRobin(&pre, i, f, a, proto))
 	}
+	if len(ports.Elements) > 0 {
+		pre.Sets = append(pre.Sets, ports)
+		pre.Rules = append(pre.Rules, nftable.Rule{
+			Comment: "MeshService ports with one target",
+			Exprs: []expr.Any{
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg32b},
+				&expr.Payload{DestRegister: reg32c, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: ports.Name},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegProtoMin: reg32b, Specified: true},
+			},
+		})
+	}
+	if len(addrMap.Elements) > 0 {
+		pre.Sets = append(pre.Sets, addrMap)
+		pre.Rules = append(pre.Rules, nftable.Rule{
+			Comment: "MeshService addresses with one target",
+			Exprs: []expr.Any{
+				&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+				&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: addrMap.Name},
+				&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1},
+			},
+		})
+	}
+	pre.Rules = append(pre.Rules, rr...)
 	if len(pre.Rules) == 0 {
 		return nil
 	}
@@ -153,6 +203,57 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 	return []nftable.Chain{pre, post}
 }
 
+// roundRobin is the rule of forward i with several targets: a counter of
+// its own picks the target (address, or address . port) from an anonymous
+// map, which it adds to pre.
+func roundRobin(pre *nftable.Chain, i int, f Forward, a [4]byte, proto byte) nftable.Rule {
+	exprs := []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: a[:]},
+	}
+	withPort := f.Port != 0
+	m := nftable.Set{Name: fmt.Sprintf("dnat-%d", i), Anonymous: true, IsMap: true, KeyType: nftables.TypeInteger, DataType: nftables.TypeIPAddr}
+	if withPort {
+		exprs = append(exprs,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(f.Port)},
+		)
+		// One lookup yields address . port, so a single counter
+		// picks both.
+		m.DataType = portsData
+	}
+	for j, t := range f.Targets {
+		ta := t.Address.As4()
+		val := ta[:]
+		if withPort {
+			tp := binaryutil.BigEndian.PutUint16(targetPort(f, j))
+			val = []byte{ta[0], ta[1], ta[2], ta[3], tp[0], tp[1], 0, 0}
+		}
+		m.Elements = append(m.Elements, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(j)), Val: val})
+	}
+	pre.Sets = append(pre.Sets, m)
+	nat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
+	if withPort {
+		nat.RegProtoMin, nat.Specified = reg32b, true
+	}
+	exprs = append(exprs,
+		&expr.Numgen{Register: reg1, Modulus: uint32(len(f.Targets)), Type: unix.NFT_NG_INCREMENTAL},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: m.Name},
+		nat,
+	)
+	return nftable.Rule{Comment: comment(f), Exprs: exprs}
+}
+
+// protoOf is the IP protocol number of a forward with a port.
+func protoOf(f Forward) byte {
+	if f.Protocol == "UDP" {
+		return unix.IPPROTO_UDP
+	}
+	return unix.IPPROTO_TCP
+}
+
 // targetPort is target j's port, the mesh port when the target keeps it.
 func targetPort(f Forward, j int) uint16 {
 	if p := f.Targets[j].Port; p != 0 {
@@ -173,6 +274,11 @@ func comment(f Forward) string {
 			break
 		}
 		s += " " + t.String()
+	}
+	// nft keeps comments below 128 bytes (rule comments are cut in
+	// nftable the same way); MeshService names may be longer.
+	if len(s) > 127 {
+		s = s[:127]
 	}
 	return s
 }

@@ -44,11 +44,14 @@ func TestDNATChains(t *testing.T) {
 		t.Fatalf("chains: %+v", chains)
 	}
 	pre := chains[0]
+	// The whole address with one target is an element of the address map
+	// (one rule); the round robin forward has a rule of its own.
 	if len(pre.Rules) != 2 {
 		t.Fatalf("want 2 DNAT rules, got %d", len(pre.Rules))
 	}
-	if len(pre.Sets) != 2 || !pre.Sets[0].IsMap || len(pre.Sets[0].Elements) != 2 {
-		t.Fatalf("round robin needs an address and a port map of 2 elements: %+v", pre.Sets)
+	if len(pre.Sets) != 2 || !pre.Sets[0].IsMap || !pre.Sets[0].Anonymous || len(pre.Sets[0].Elements) != 2 ||
+		pre.Sets[1].Name != "dnat-addrs" || len(pre.Sets[1].Elements) != 1 {
+		t.Fatalf("want the round robin map of 2 elements and the address map of 1: %+v", pre.Sets)
 	}
 	var numgen bool
 	for _, e := range pre.Rules[1].Exprs {
@@ -61,6 +64,9 @@ func TestDNATChains(t *testing.T) {
 	}
 	if !strings.Contains(pre.Rules[1].Comment, "default/lb") {
 		t.Fatalf("comment %q does not name the MeshService", pre.Rules[1].Comment)
+	}
+	if c := pre.Sets[1].Elements[0].Comment; !strings.Contains(c, "default/web") {
+		t.Fatalf("element comment %q does not name the MeshService", c)
 	}
 	if got := len(chains[1].Sets[0].Elements); got != 2 {
 		t.Fatalf("masquerade set: want 2 addresses, got %d", got)
@@ -96,7 +102,9 @@ func TestDNATKernel(t *testing.T) {
 	}
 	apply()
 	listing := lab.In(g, "nft", "list", "table", "ip", nftable.TableName)
-	for _, want := range []string{"dnat to numgen inc mod 2 map", "masquerade", "default/lb", "192.168.7.50"} {
+	for _, want := range []string{"numgen inc mod 2 map { 0 : 10.98.0.2 . 80, ", "masquerade", "default/lb", "192.168.7.50",
+		"map @dnat-ports", `192.168.7.1 . udp . 53 comment "default/dns: 192.168.7.1 UDP/53 to 10.98.0.3:5353" : 10.98.0.3 . 5353`,
+		"map @dnat-addrs", `192.168.7.50 comment "default/web: 192.168.7.50 to 10.98.0.2" : 10.98.0.2`} {
 		if !strings.Contains(listing, want) {
 			t.Errorf("nft listing lacks %q:\n%s", want, listing)
 		}

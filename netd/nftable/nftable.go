@@ -12,7 +12,7 @@
 package nftable
 
 import (
-	"encoding/json"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 
@@ -50,8 +50,11 @@ type Set struct {
 	// one flagged IntervalEnd after its end.
 	Interval bool
 	IsMap    bool
-	KeyType  nftables.SetDatatype
-	DataType nftables.SetDatatype
+	// Concatenation: the key is a concatenation of types
+	// (nftables.ConcatSetType), e.g. address . protocol . port.
+	Concatenation bool
+	KeyType       nftables.SetDatatype
+	DataType      nftables.SetDatatype
 	// KeyByteOrder tells nft how to show integer keys.
 	KeyByteOrder binaryutil.ByteOrder
 	Elements     []nftables.SetElement
@@ -71,8 +74,9 @@ type Table struct {
 	// Conn dials the netlink connection (default nftables.New()).
 	Conn func() (*nftables.Conn, error)
 
-	mu     sync.Mutex
-	last   string
+	mu sync.Mutex
+	// last is the fingerprint of what was last applied.
+	last   [sha256.Size]byte
 	writes int
 }
 
@@ -88,10 +92,7 @@ func (t *Table) Writes() int {
 func (t *Table) Apply(chains []Chain) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	fp, err := fingerprint(chains)
-	if err != nil {
-		return false, err
-	}
+	fp := fingerprint(chains)
 	if fp == t.last {
 		return false, nil
 	}
@@ -119,10 +120,25 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 		ids := map[string]setRef{}
 		for _, ch := range chains {
 			for _, st := range ch.Sets {
-				ns := &nftables.Set{Table: tbl, Name: st.Name, Anonymous: st.Anonymous, Constant: true, Interval: st.Interval, IsMap: st.IsMap,
-					KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
-				if err := c.AddSet(ns, st.Elements); err != nil {
+				chunks := chunkElements(st.Elements)
+				// Only the first chunk can go with an anonymous set, so
+				// a larger one becomes a named constant set: the same
+				// lookup, listed by name instead of inline.
+				anon := st.Anonymous && len(chunks) <= 1
+				ns := &nftables.Set{Table: tbl, Name: st.Name, Anonymous: anon, Constant: true, Interval: st.Interval, IsMap: st.IsMap,
+					Concatenation: st.Concatenation, KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
+				if len(chunks) > 1 {
+					// The library sizes a constant set by the elements
+					// it is created with; the kernel refuses more.
+					ns.Size = uint32(len(st.Elements))
+				}
+				if err := c.AddSet(ns, chunks[0]); err != nil {
 					return false, fmt.Errorf("nftables set %s: %w", st.Name, err)
+				}
+				for _, more := range chunks[1:] {
+					if err := c.SetAddElements(ns, more); err != nil {
+						return false, fmt.Errorf("nftables set %s: %w", st.Name, err)
+					}
 				}
 				ids[st.Name] = setRef{ns.Name, ns.ID}
 			}
@@ -143,6 +159,41 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 	}
 	t.last = fp
 	return true, nil
+}
+
+// maxElementBytes bounds the encoded elements of one set element message.
+// They are one netlink attribute, whose length field has 16 bits: the
+// library does not split them, and beyond 64 KiB the length wraps and the
+// kernel parses garbage (ENOENT, or silently fewer elements). nft splits
+// the same way.
+const maxElementBytes = 48 << 10
+
+// chunkElements splits elements into chunks whose encoding stays below
+// maxElementBytes; there is always at least one (maybe empty) chunk.
+func chunkElements(els []nftables.SetElement) [][]nftables.SetElement {
+	var out [][]nftables.SetElement
+	start, size := 0, 0
+	for i := range els {
+		n := elementBytes(&els[i])
+		if i > start && size+n > maxElementBytes {
+			out = append(out, els[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	return append(out, els[start:])
+}
+
+// elementBytes is an upper bound of one element's encoding: attribute
+// headers (4 bytes each, nested ones for key, value, verdict and the
+// element itself) and the payloads padded to 4 bytes.
+func elementBytes(e *nftables.SetElement) int {
+	pad := func(n int) int { return (n + 3) &^ 3 }
+	n := 64 + pad(len(e.Key)) + pad(len(e.Val)) + pad(len(e.KeyEnd)) + pad(len(e.Comment)+3)
+	if e.VerdictData != nil {
+		n += 32 + pad(len(e.VerdictData.Chain)+1)
+	}
+	return n
 }
 
 // IfName is an interface name as nftables compares it (meta iifname and
@@ -218,38 +269,4 @@ func userComment(s string) []byte {
 	}
 	b := append([]byte{0, byte(len(s) + 1)}, s...)
 	return append(b, 0)
-}
-
-func fingerprint(chains []Chain) (string, error) {
-	type exprDump struct {
-		Type string
-		Expr expr.Any
-	}
-	type ruleDump struct {
-		Comment string
-		Exprs   []exprDump
-	}
-	type chainDump struct {
-		Name, Type     string
-		Hook, Priority any
-		Rules          []ruleDump
-		Sets           []Set
-	}
-	var d []chainDump
-	for _, ch := range chains {
-		cd := chainDump{Name: ch.Name, Type: string(ch.Type), Hook: ch.Hook, Priority: ch.Priority, Sets: ch.Sets}
-		for _, r := range ch.Rules {
-			rd := ruleDump{Comment: r.Comment}
-			for _, e := range r.Exprs {
-				rd.Exprs = append(rd.Exprs, exprDump{Type: fmt.Sprintf("%T", e), Expr: e})
-			}
-			cd.Rules = append(cd.Rules, rd)
-		}
-		d = append(d, cd)
-	}
-	b, err := json.Marshal(d)
-	if err != nil {
-		return "", fmt.Errorf("fingerprinting nftables rules: %w", err)
-	}
-	return string(b), nil
 }
