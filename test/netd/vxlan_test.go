@@ -401,9 +401,12 @@ func dialFrom(ns, src, dst string, timeout time.Duration) (string, error) {
 // the gateway over the router's VXLAN, while the node network drops the
 // same connection routed directly (--ipip none); the gateway moves (node
 // mode G1 → G2, to N itself, to a pod-mode gateway on G2) and the tunnel
-// follows, also past a killed broker's leftover device; strict
-// reverse-path filtering is handled on both gateway kinds; shutdowns
-// remove every device.
+// follows, also past a killed broker's leftover device. The VXLAN always
+// ends on the gateway's node: for the pod-mode gateway G2's router
+// decapsulates and routes on to the pod, so a reply to a connection that
+// a kube-proxy stand-in on G2 DNATed to an endpoint on N comes back through
+// G2's conntrack. A strict default rp_filter is overridden on both kinds of
+// decapsulating device; shutdowns remove every device.
 func TestRouterVXLAN(t *testing.T) {
 	l := newVXLANLab(t)
 	ctx := context.Background()
