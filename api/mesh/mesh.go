@@ -108,6 +108,7 @@ func Build(objs []*v1alpha1.KubeLink, opts Options) *Set {
 	sort.Slice(links, func(i, j int) bool { return older(links[i], links[j]) })
 
 	s.buildMeshes(links, opts)
+	indexes := map[*Mesh]*admitted{}
 	for _, l := range links {
 		if l.Local || !l.Verdict.OK() {
 			continue
@@ -117,7 +118,12 @@ func Build(objs []*v1alpha1.KubeLink, opts Options) *Set {
 			l.Verdict = Verdict{v1alpha1.StateStale, noMeshMessage(l.Mesh)}
 			continue
 		}
-		l.Verdict = m.admit(l)
+		idx := indexes[m]
+		if idx == nil {
+			idx = newAdmitted()
+			indexes[m] = idx
+		}
+		l.Verdict = m.admit(l, idx)
 	}
 	s.checkGateways(links)
 	for _, m := range s.Meshes {
@@ -193,9 +199,74 @@ func (s *Set) buildMeshes(links []*Link, opts Options) {
 	}
 }
 
+// admitted indexes what the links admitted to a mesh so far occupy, so
+// admit answers "does anything conflict?" with map lookups instead of a
+// walk over every admitted link (quadratic at a thousand links). Only when
+// something does, the walk runs to find the first conflict and word it.
+type admitted struct {
+	// addrs are the link addresses.
+	addrs map[netip.Addr]bool
+	// egress are the (masked) egress prefixes.
+	egress map[netip.Prefix]bool
+	// routes are the (masked) routes; around holds every prefix that
+	// contains one of them (the routes and all their shorter prefixes).
+	routes, around map[netip.Prefix]bool
+}
+
+func newAdmitted() *admitted {
+	return &admitted{addrs: map[netip.Addr]bool{}, egress: map[netip.Prefix]bool{}, routes: map[netip.Prefix]bool{}, around: map[netip.Prefix]bool{}}
+}
+
+func (a *admitted) add(l *Link) {
+	a.addrs[l.Address] = true
+	for _, q := range l.Egress {
+		a.egress[q.Masked()] = true
+	}
+	for _, q := range l.Routes() {
+		a.routes[q.Masked()] = true
+		for b := q.Bits(); b >= 0; b-- {
+			p := netip.PrefixFrom(q.Addr(), b).Masked()
+			if a.around[p] {
+				break // its shorter prefixes are in already
+			}
+			a.around[p] = true
+		}
+	}
+}
+
+// inEgress reports whether an egress prefix contains addr.
+func (a *admitted) inEgress(addr netip.Addr) bool {
+	if len(a.egress) == 0 || !addr.IsValid() {
+		return false
+	}
+	for b := addr.BitLen(); b >= 0; b-- {
+		if a.egress[netip.PrefixFrom(addr, b).Masked()] {
+			return true
+		}
+	}
+	return false
+}
+
+// overlapsRoute reports whether p overlaps a route: a route contains p, or
+// p contains a route.
+func (a *admitted) overlapsRoute(p netip.Prefix) bool {
+	if !p.IsValid() {
+		return false
+	}
+	if a.around[p.Masked()] {
+		return true
+	}
+	for b := p.Bits(); b >= 0; b-- {
+		if a.routes[netip.PrefixFrom(p.Addr(), b).Masked()] {
+			return true
+		}
+	}
+	return false
+}
+
 // admit checks a foreign link against the mesh and the links admitted
-// before it.
-func (m *Mesh) admit(l *Link) Verdict {
+// before it (indexed in idx, which it updates).
+func (m *Mesh) admit(l *Link, idx *admitted) Verdict {
 	invalid := func(format string, args ...any) Verdict {
 		return Verdict{v1alpha1.StateInvalid, fmt.Sprintf(format, args...)}
 	}
@@ -214,13 +285,15 @@ func (m *Mesh) admit(l *Link) Verdict {
 	if m.Local != nil && l.Cluster == m.Local.Cluster {
 		return invalid("cluster name %q is the local cluster's name in mesh %q", l.Cluster, meshLabel(m.Name))
 	}
-	for _, o := range m.Links {
-		if o.Address == l.Address {
-			return invalid("link address %s is already used by link %q", l.Address, o.Name)
-		}
-		for _, q := range o.Egress {
-			if q.Contains(l.Address) {
-				return invalid("link address %s is inside spec.egress %s of link %q", l.Address, q, o.Name)
+	if idx.addrs[l.Address] || idx.inEgress(l.Address) {
+		for _, o := range m.Links {
+			if o.Address == l.Address {
+				return invalid("link address %s is already used by link %q", l.Address, o.Name)
+			}
+			for _, q := range o.Egress {
+				if q.Contains(l.Address) {
+					return invalid("link address %s is inside spec.egress %s of link %q", l.Address, q, o.Name)
+				}
 			}
 		}
 	}
@@ -249,6 +322,9 @@ func (m *Mesh) admit(l *Link) Verdict {
 		if m.Local != nil && m.Local.CIDR.IsValid() && p.Overlaps(m.Local.CIDR) {
 			return invalid("CIDR %s overlaps the local service CIDR %s", p, m.Local.CIDR)
 		}
+		if !idx.overlapsRoute(p) {
+			continue
+		}
 		for _, o := range m.Links {
 			for _, q := range o.Routes() {
 				if p.Overlaps(q) {
@@ -258,6 +334,7 @@ func (m *Mesh) admit(l *Link) Verdict {
 		}
 	}
 	m.Links = append(m.Links, l)
+	idx.add(l)
 	return Verdict{}
 }
 

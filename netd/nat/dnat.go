@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -262,23 +263,39 @@ func targetPort(f Forward, j int) uint16 {
 	return f.Port
 }
 
+// comment describes a forward: owner, mesh address (and port), targets.
+// It is built by appending, not formatting: the table is rebuilt on every
+// reconcile with one comment per MeshService forward.
 func comment(f Forward) string {
-	s := f.Owner + ": " + f.Address.String()
+	b := make([]byte, 0, 96)
+	b = append(b, f.Owner...)
+	b = append(b, ": "...)
+	b = f.Address.AppendTo(b)
 	if f.Port != 0 {
-		s += fmt.Sprintf(" %s/%d", f.Protocol, f.Port)
+		b = append(b, ' ')
+		b = append(b, f.Protocol...)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(f.Port), 10)
 	}
-	s += " to"
+	b = append(b, " to"...)
 	for i, t := range f.Targets {
 		if i == 4 {
-			s += fmt.Sprintf(" (+%d)", len(f.Targets)-4)
+			b = append(b, " (+"...)
+			b = strconv.AppendInt(b, int64(len(f.Targets)-4), 10)
+			b = append(b, ')')
 			break
 		}
-		s += " " + t.String()
+		b = append(b, ' ')
+		if t.Port == 0 {
+			b = t.Address.AppendTo(b)
+		} else {
+			b = netip.AddrPortFrom(t.Address, t.Port).AppendTo(b)
+		}
 	}
 	// nft keeps comments below 128 bytes (rule comments are cut in
 	// nftable the same way); MeshService names may be longer.
-	if len(s) > 127 {
-		s = s[:127]
+	if len(b) > 127 {
+		b = b[:127]
 	}
-	return s
+	return string(b)
 }
