@@ -157,6 +157,13 @@ func (r *router) reconcile() error {
 				return err
 			}
 		}
+		if w.onNode {
+			// The other nodes' way in; the routes to the pod do not
+			// depend on it, so a failure here does not hold them.
+			if err := r.ensureDecap(w); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if !w.local {
 			nh, err := r.nexthop(w)
 			if err != nil {
@@ -242,23 +249,13 @@ func (r *router) isLocal(gw netip.Addr) (bool, error) {
 func (r *router) nexthop(w where) (Nexthop, error) {
 	if r.cfg.VXLAN {
 		if w.onNode {
-			stale, err := r.kernel.EnsureDecap(w.host, r.cfg.VXLANVNI, r.cfg.VXLANPort)
-			r.warnStale(stale, w.gw)
-			if err != nil {
-				return Nexthop{}, err
-			}
-			if w.host != r.rpChecked {
-				r.rpChecked = w.host
-				r.checkDecapReversePath()
-			}
 			return r.kernel.Nexthop(w.gw)
 		}
 		outer := w.host
 		if !outer.IsValid() {
-			if w.gw != w.host {
-				return Nexthop{}, fmt.Errorf("vxlan: the gateway pod %s has no IPv4 host IP (status.hostIP), the node its VXLAN goes to", w.gw)
-			}
-			outer = w.gw
+			// Sending to the pod IP instead would bypass the gateway
+			// node's conntrack (pod mode): rather hold the routes.
+			return Nexthop{}, fmt.Errorf("vxlan: the gateway pod %s has no IPv4 host IP (status.hostIP), the node its VXLAN goes to", w.gw)
 		}
 		nh, stale, err := r.kernel.EnsureVXLAN(r.nodeIP, outer, r.cfg.VXLANVNI, r.cfg.VXLANPort)
 		r.warnStale(stale, w.gw)
@@ -276,6 +273,22 @@ func (r *router) nexthop(w where) (Nexthop, error) {
 		return Nexthop{}, err
 	}
 	return Nexthop{Gw: w.gw, LinkIndex: idx, OnLink: true}, nil
+}
+
+// ensureDecap keeps the decapsulating device of the pod-mode gateway on
+// this node (re-ensured, so a device removed or changed behind the
+// router's back comes back).
+func (r *router) ensureDecap(w where) error {
+	stale, err := r.kernel.EnsureDecap(w.host, r.cfg.VXLANVNI, r.cfg.VXLANPort)
+	r.warnStale(stale, w.gw)
+	if err != nil {
+		return err
+	}
+	if w.host != r.rpChecked {
+		r.rpChecked = w.host
+		r.checkDecapReversePath()
+	}
+	return nil
 }
 
 func (r *router) warnStale(stale bool, gw netip.Addr) {
