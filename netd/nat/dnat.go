@@ -1,9 +1,10 @@
 package nat
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 
 	"github.com/google/nftables"
@@ -93,50 +94,58 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 		Hook:     nftables.ChainHookPrerouting,
 		Priority: nftables.ChainPriorityNATDest,
 	}
-	ports := nftable.Set{Name: mapPorts, IsMap: true, Concatenation: true, KeyType: portsKey, DataType: portsData}
+	ports := nftable.Set{Name: mapPorts, IsMap: true, Concatenation: true, KeyType: portsKey, DataType: portsData,
+		Elements: make([]nftables.SetElement, 0, len(forwards))}
 	addrMap := nftable.Set{Name: mapAddrs, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
 	var rr []nftable.Rule
-	addrs := map[netip.Addr]bool{}
-	type claim struct {
-		addr  netip.Addr
-		proto byte
-		port  uint16
+	// The table is rebuilt on every reconcile, so this loop runs for every
+	// MeshService forward each time: IPv4 claims are packed into integers
+	// (address, protocol, port), and the elements' keys and values share
+	// one allocation.
+	var addrs []uint32
+	claimed := make(map[uint64]bool, len(forwards))
+	const whole, withPorts = 1, 2
+	used := make(map[uint32]uint8, len(forwards)) // address -> whole | withPorts
+	backing := make([]byte, 0, 20*len(forwards))
+	take := func(b ...byte) []byte {
+		start := len(backing)
+		backing = append(backing, b...)
+		return backing[start:len(backing):len(backing)]
 	}
-	claimed := map[claim]bool{}
-	whole, withPorts := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for i, f := range forwards {
 		if !f.Address.Is4() || len(f.Targets) == 0 {
 			continue
 		}
+		a := f.Address.As4()
+		a32 := binary.BigEndian.Uint32(a[:])
 		proto := protoOf(f)
-		k := claim{f.Address, proto, f.Port}
+		k := uint64(a32)<<24 | uint64(proto)<<16 | uint64(f.Port)
 		if f.Port == 0 {
-			k.proto = 0
+			k = uint64(a32) << 24
 		}
-		if claimed[k] || whole[f.Address] || (f.Port == 0 && withPorts[f.Address]) {
+		if claimed[k] || used[a32]&whole != 0 || (f.Port == 0 && used[a32]&withPorts != 0) {
 			continue
 		}
 		claimed[k] = true
 		if f.Port == 0 {
-			whole[f.Address] = true
+			used[a32] |= whole
 		} else {
-			withPorts[f.Address] = true
+			used[a32] |= withPorts
 		}
 		for _, t := range f.Targets {
-			addrs[t.Address] = true
+			t4 := t.Address.As4()
+			addrs = append(addrs, binary.BigEndian.Uint32(t4[:]))
 		}
-		a := f.Address.As4()
 		if len(f.Targets) == 1 {
 			t := f.Targets[0].Address.As4()
 			if f.Port == 0 {
-				addrMap.Elements = append(addrMap.Elements, nftables.SetElement{Key: a[:], Val: t[:], Comment: comment(f)})
+				addrMap.Elements = append(addrMap.Elements, nftables.SetElement{Key: take(a[:]...), Val: take(t[:]...), Comment: comment(f)})
 				continue
 			}
-			p := binaryutil.BigEndian.PutUint16(f.Port)
-			tp := binaryutil.BigEndian.PutUint16(targetPort(f, 0))
+			p, tp := f.Port, targetPort(f, 0)
 			ports.Elements = append(ports.Elements, nftables.SetElement{
-				Key:     []byte{a[0], a[1], a[2], a[3], proto, 0, 0, 0, p[0], p[1], 0, 0},
-				Val:     []byte{t[0], t[1], t[2], t[3], tp[0], tp[1], 0, 0},
+				Key:     take(a[0], a[1], a[2], a[3], proto, 0, 0, 0, byte(p>>8), byte(p), 0, 0),
+				Val:     take(t[0], t[1], t[2], t[3], byte(tp>>8), byte(tp), 0, 0),
 				Comment: comment(f),
 			})
 			continue
@@ -171,15 +180,14 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 	if len(pre.Rules) == 0 {
 		return nil
 	}
-	sorted := make([]netip.Addr, 0, len(addrs))
-	for a := range addrs {
-		sorted = append(sorted, a)
-	}
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Less(sorted[j]) })
-	set := nftable.Set{Name: setMasq, KeyType: nftables.TypeIPAddr}
-	for _, a := range sorted {
-		b := a.As4()
-		set.Elements = append(set.Elements, nftables.SetElement{Key: b[:]})
+	slices.Sort(addrs)
+	addrs = slices.Compact(addrs)
+	set := nftable.Set{Name: setMasq, KeyType: nftables.TypeIPAddr, Elements: make([]nftables.SetElement, len(addrs))}
+	keys := make([]byte, 4*len(addrs))
+	for i, a := range addrs {
+		k := keys[4*i : 4*i+4 : 4*i+4]
+		binary.BigEndian.PutUint32(k, a)
+		set.Elements[i].Key = k
 	}
 	post := nftable.Chain{
 		Name:     ChainMasq,

@@ -44,23 +44,32 @@ type Changes struct{ Added, Removed int }
 // host address without prefix route) and netd's routes exactly routes.
 func (m *Manager) Sync(addrs []netip.Addr, routes []Route) (Changes, error) {
 	var ch Changes
-	link, err := netlink.LinkByName(m.Device)
+	// One netlink socket for the whole sync: the package-level calls open
+	// (and close) a socket per request, a thousand of them when a mesh of
+	// a thousand links converges. It is opened in the calling thread's
+	// network namespace, as those would be.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return ch, fmt.Errorf("opening a netlink socket: %w", err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(m.Device)
 	if err != nil {
 		return ch, fmt.Errorf("device %s: %w", m.Device, err)
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(link); err != nil {
+		if err := h.LinkSetUp(link); err != nil {
 			return ch, fmt.Errorf("setting %s up: %w", m.Device, err)
 		}
 		ch.Added++
 	}
-	if err := m.syncAddrs(link, addrs, &ch); err != nil {
+	if err := m.syncAddrs(h, link, addrs, &ch); err != nil {
 		return ch, err
 	}
-	if err := m.syncRule(&ch); err != nil {
+	if err := m.syncRule(h, &ch); err != nil {
 		return ch, err
 	}
-	return ch, m.syncRoutes(link, routes, &ch)
+	return ch, m.syncRoutes(h, link, routes, &ch)
 }
 
 func (m *Manager) table() int {
@@ -70,8 +79,8 @@ func (m *Manager) table() int {
 	return m.Table
 }
 
-func (m *Manager) syncAddrs(link netlink.Link, addrs []netip.Addr, ch *Changes) error {
-	have, err := netlink.AddrList(link, netlink.FAMILY_V4)
+func (m *Manager) syncAddrs(h *netlink.Handle, link netlink.Link, addrs []netip.Addr, ch *Changes) error {
+	have, err := h.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("listing addresses of %s: %w", m.Device, err)
 	}
@@ -86,7 +95,7 @@ func (m *Manager) syncAddrs(link netlink.Link, addrs []netip.Addr, ch *Changes) 
 			delete(want, ip)
 			continue
 		}
-		if err := netlink.AddrDel(link, &a); err != nil {
+		if err := h.AddrDel(link, &a); err != nil {
 			return fmt.Errorf("removing address %s from %s: %w", a.IPNet, m.Device, err)
 		}
 		ch.Removed++
@@ -96,7 +105,7 @@ func (m *Manager) syncAddrs(link netlink.Link, addrs []netip.Addr, ch *Changes) 
 			continue
 		}
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}, Flags: unix.IFA_F_NOPREFIXROUTE}
-		if err := netlink.AddrAdd(link, addr); err != nil {
+		if err := h.AddrAdd(link, addr); err != nil {
 			return fmt.Errorf("adding address %s to %s: %w", a, m.Device, err)
 		}
 		ch.Added++
@@ -104,11 +113,11 @@ func (m *Manager) syncAddrs(link netlink.Link, addrs []netip.Addr, ch *Changes) 
 	return nil
 }
 
-func (m *Manager) syncRule(ch *Changes) error {
+func (m *Manager) syncRule(h *netlink.Handle, ch *Changes) error {
 	if m.table() == unix.RT_TABLE_MAIN {
 		return nil
 	}
-	rules, err := netlink.RuleList(netlink.FAMILY_V4)
+	rules, err := h.RuleList(netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("listing rules: %w", err)
 	}
@@ -121,7 +130,7 @@ func (m *Manager) syncRule(ch *Changes) error {
 	r.Table = m.table()
 	r.Priority = m.RulePriority
 	r.Family = netlink.FAMILY_V4
-	if err := netlink.RuleAdd(r); err != nil {
+	if err := h.RuleAdd(r); err != nil {
 		return fmt.Errorf("adding rule to table %d: %w", m.table(), err)
 	}
 	ch.Added++
@@ -130,7 +139,16 @@ func (m *Manager) syncRule(ch *Changes) error {
 
 // List returns netd's routes in its table.
 func (m *Manager) List() ([]netlink.Route, error) {
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4,
+	return m.list(nil)
+}
+
+// list lists through h (nil: a socket of its own).
+func (m *Manager) list(h *netlink.Handle) ([]netlink.Route, error) {
+	list := netlink.RouteListFiltered
+	if h != nil {
+		list = h.RouteListFiltered
+	}
+	rs, err := list(netlink.FAMILY_V4,
 		&netlink.Route{Table: m.table(), Protocol: Protocol},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
@@ -139,8 +157,8 @@ func (m *Manager) List() ([]netlink.Route, error) {
 	return rs, nil
 }
 
-func (m *Manager) syncRoutes(link netlink.Link, routes []Route, ch *Changes) error {
-	have, err := m.List()
+func (m *Manager) syncRoutes(h *netlink.Handle, link netlink.Link, routes []Route, ch *Changes) error {
+	have, err := m.list(h)
 	if err != nil {
 		return err
 	}
@@ -160,7 +178,7 @@ func (m *Manager) syncRoutes(link netlink.Link, routes []Route, ch *Changes) err
 			delete(want, dst)
 			continue
 		}
-		if err := netlink.RouteDel(&r); err != nil {
+		if err := h.RouteDel(&r); err != nil {
 			return fmt.Errorf("removing route %s: %w", dst, err)
 		}
 		ch.Removed++
@@ -180,7 +198,7 @@ func (m *Manager) syncRoutes(link netlink.Link, routes []Route, ch *Changes) err
 		if w.Src.IsValid() {
 			nr.Src = w.Src.AsSlice()
 		}
-		if err := netlink.RouteReplace(nr); err != nil {
+		if err := h.RouteReplace(nr); err != nil {
 			return fmt.Errorf("adding route %s via %s: %w", w.Dst, m.Device, err)
 		}
 		delete(want, r.Dst.Masked())
