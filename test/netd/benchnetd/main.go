@@ -16,12 +16,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -48,17 +50,21 @@ type benchCase struct{ links, services int }
 // the first (issue #12).
 const defaultCases = "250x1000,1000x10000"
 
+// profiles are the profile files asked for (empty: none).
+var profiles struct{ cpu, mem string }
+
 func main() {
 	cases := flag.String("cases", defaultCases, "comma-separated LINKSxMESHSERVICES cases, each in fresh namespaces")
 	links := flag.Int("links", 0, "foreign links (with -meshservices: run only this case)")
 	services := flag.Int("meshservices", 0, "MeshServices (with -links: run only this case)")
 	changes := flag.Int("changes", 9, "single-link changes to time (median)")
 	ingress := flag.Bool("ingress", false, "give every link an ingress list (the firewall then matches every link's sources)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the reconciles (not the baseline) to this file, suffixed with the case")
+	flag.StringVar(&profiles.cpu, "cpuprofile", "", "write a CPU profile of the reconciles (not the baseline) to this file, suffixed with the case")
+	flag.StringVar(&profiles.mem, "memprofile", "", "write a heap profile after the reconciles to this file, suffixed with the case")
 	flag.Parse()
 	list, err := parseCases(*cases, *links, *services)
 	if err == nil {
-		err = run(list, *changes, *ingress, *cpuprofile)
+		err = run(list, *changes, *ingress)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-netd:", err)
@@ -86,10 +92,10 @@ func parseCases(s string, links, services int) ([]benchCase, error) {
 	return out, nil
 }
 
-func run(cases []benchCase, changes int, ingress bool, cpuprofile string) error {
+func run(cases []benchCase, changes int, ingress bool) error {
 	if os.Getenv(insideEnv) != "" {
 		c := cases[0]
-		return inside(c.links, c.services, changes, ingress, cpuprofile)
+		return inside(c.links, c.services, changes, ingress)
 	}
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
@@ -101,7 +107,7 @@ func run(cases []benchCase, changes int, ingress bool, cpuprofile string) error 
 			fmt.Println()
 		}
 		fmt.Printf("== case: %d links, %d MeshServices\n", c.links, c.services)
-		if err := runCase(c, changes, ingress, cpuprofile, sig); err != nil {
+		if err := runCase(c, changes, ingress, sig); err != nil {
 			return fmt.Errorf("links=%d meshservices=%d: %w", c.links, c.services, err)
 		}
 	}
@@ -110,7 +116,7 @@ func run(cases []benchCase, changes int, ingress bool, cpuprofile string) error 
 
 // runCase runs one case in a child process inside fresh namespaces, so
 // every case starts from an empty kernel and its RSS is its own.
-func runCase(c benchCase, changes int, ingress bool, cpuprofile string, sig chan os.Signal) error {
+func runCase(c benchCase, changes int, ingress bool, sig chan os.Signal) error {
 	ns := fmt.Sprintf("benchnetd%d", os.Getpid())
 	base := ns + "b"
 	for _, n := range []string{ns, base} {
@@ -138,8 +144,10 @@ func runCase(c benchCase, changes int, ingress bool, cpuprofile string, sig chan
 	}
 	args := []string{"netns", "exec", ns, self, "-links", strconv.Itoa(c.links), "-meshservices", strconv.Itoa(c.services),
 		"-changes", strconv.Itoa(changes), "-ingress=" + strconv.FormatBool(ingress)}
-	if cpuprofile != "" {
-		args = append(args, "-cpuprofile", fmt.Sprintf("%s.%dx%d", cpuprofile, c.links, c.services))
+	for flag, file := range map[string]string{"-cpuprofile": profiles.cpu, "-memprofile": profiles.mem} {
+		if file != "" {
+			args = append(args, flag, fmt.Sprintf("%s.%dx%d", file, c.links, c.services))
+		}
 	}
 	cmd := exec.Command("ip", args...)
 	cmd.Env = append(os.Environ(), insideEnv+"="+base)
@@ -240,7 +248,7 @@ func objects(nlinks, nservices int, ingress bool) ([]*v1alpha1.KubeLink, []*v1al
 	return links, msvcs, svcs, nil
 }
 
-func inside(nlinks, nservices, nchanges int, ingress bool, cpuprofile string) error {
+func inside(nlinks, nservices, nchanges int, ingress bool) error {
 	ctx := context.Background()
 	baseNS := os.Getenv(insideEnv)
 	links, msvcs, svcs, err := objects(nlinks, nservices, ingress)
@@ -290,8 +298,8 @@ func inside(nlinks, nservices, nchanges int, ingress bool, cpuprofile string) er
 		return d, nil
 	}
 
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
+	if profiles.cpu != "" {
+		f, err := os.Create(profiles.cpu)
 		if err != nil {
 			return fmt.Errorf("cpu profile: %w", err)
 		}
@@ -308,7 +316,10 @@ func inside(nlinks, nservices, nchanges int, ingress bool, cpuprofile string) er
 	// What the kernel holds now.
 	routes := lines("ip", "route", "show", "proto", "97")
 	table := output("nft", "list", "table", "ip", "kubelink")
-	rules := strings.Count(table, "comment \"")
+	rules, elements, err := ruleCount()
+	if err != nil {
+		return err
+	}
 	stats, err := dev.Stats()
 	if err != nil {
 		return err
@@ -350,6 +361,11 @@ func inside(nlinks, nservices, nchanges int, ingress bool, cpuprofile string) er
 	}
 	noopWrites := dp.Writes() - before
 	pprof.StopCPUProfile()
+	if profiles.mem != "" {
+		if err := writeHeap(profiles.mem); err != nil {
+			return err
+		}
+	}
 	// The process holds what a broker holds: the objects (its informer
 	// caches), the dataplane's state and the embedded WireGuard device.
 	rss, peak := memory()
@@ -368,6 +384,7 @@ func inside(nlinks, nservices, nchanges int, ingress bool, cpuprofile string) er
 	fmt.Printf("%-42s %10d\n", "wireguard peers", peers)
 	fmt.Printf("%-42s %10d\n", "routes (proto 97)", len(routes))
 	fmt.Printf("%-42s %10d\n", "nftables rules", rules)
+	fmt.Printf("%-42s %10d\n", "nftables set and map elements", elements)
 	fmt.Printf("%-42s %9.1fms\n", "converge from empty (netd)", ms(full))
 	fmt.Printf("%-42s %9.1fms\n", "same routes+ruleset via ip -batch + nft -f", ms(baseline))
 	fmt.Printf("%-42s %9.1fms\n", "one changed link (median of "+fmt.Sprint(nchanges)+")", ms(change))
@@ -453,4 +470,46 @@ func memory() (rss, peak float64) {
 		}
 	}
 	return rss, peak
+}
+
+func writeHeap(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	return nil
+}
+
+// ruleCount counts the rules and the set and map elements of netd's table.
+func ruleCount() (rules, elements int, err error) {
+	out, err := exec.Command("nft", "-j", "list", "table", "ip", "kubelink").Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("nft -j list table: %w", err)
+	}
+	var doc struct {
+		Nftables []struct {
+			Rule *json.RawMessage
+			Set  *struct{ Elem []json.RawMessage }
+			Map  *struct{ Elem []json.RawMessage }
+		}
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return 0, 0, fmt.Errorf("nft -j list table: %w", err)
+	}
+	for _, o := range doc.Nftables {
+		switch {
+		case o.Rule != nil:
+			rules++
+		case o.Set != nil:
+			elements += len(o.Set.Elem)
+		case o.Map != nil:
+			elements += len(o.Map.Elem)
+		}
+	}
+	return rules, elements, nil
 }
