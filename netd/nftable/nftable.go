@@ -12,6 +12,7 @@
 package nftable
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"sync"
@@ -125,6 +126,9 @@ func (t *Table) Apply(chains []Chain) (bool, error) {
 				// a larger one becomes a named constant set: the same
 				// lookup, listed by name instead of inline.
 				anon := st.Anonymous && len(chunks) <= 1
+				if st.Anonymous && !anon && st.Interval {
+					chunks = chunkElements(explicitEnds(st.Elements))
+				}
 				ns := &nftables.Set{Table: tbl, Name: st.Name, Anonymous: anon, Constant: true, Interval: st.Interval, IsMap: st.IsMap,
 					Concatenation: st.Concatenation, KeyType: st.KeyType, DataType: st.DataType, KeyByteOrder: st.KeyByteOrder}
 				if len(chunks) > 1 {
@@ -182,6 +186,26 @@ func chunkElements(els []nftables.SetElement) [][]nftables.SetElement {
 		size += n
 	}
 	return append(out, els[start:])
+}
+
+// explicitEnds gives every range of an interval set its end element. An
+// anonymous set may leave it out where the next range begins (the kernel
+// accepts two starts in a row only in anonymous sets, which are constant);
+// a named set needs it, at the next start's key: the kernel keeps an end
+// and a start with the same key apart. Elements must be sorted by key, as
+// interval sets are built.
+func explicitEnds(els []nftables.SetElement) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(els)+len(els)/2)
+	for i, e := range els {
+		out = append(out, e)
+		if e.IntervalEnd || i+1 == len(els) {
+			continue
+		}
+		if next := els[i+1]; !next.IntervalEnd && bytes.Compare(next.Key, e.Key) > 0 {
+			out = append(out, nftables.SetElement{Key: next.Key, IntervalEnd: true})
+		}
+	}
+	return out
 }
 
 // elementBytes is an upper bound of one element's encoding: attribute
