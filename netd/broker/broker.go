@@ -53,28 +53,26 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if ns == "" {
 		ns = kube.Namespace()
 	}
-	// A standby is ready: it serves by standing by.
-	m.SetReady(true)
+	// /readyz is true only on the active replica: a Service in front of
+	// the replicas sends to the one that holds the tunnel.
+	m.SetReady(false)
 	log.Info("waiting for the lease", "lease", ns+"/"+cfg.LeaseName, "identity", cfg.Identity)
-	var activeErr error
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	err = leader.Run(lctx, clients.Core, leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration},
-		func(actx context.Context) {
+	// leader.Run returns only after the active side (and with it its
+	// cleanup) has returned.
+	err = leader.Run(ctx, clients.Core, leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration},
+		func(actx context.Context) error {
 			log.Info("became the active gateway", "identity", cfg.Identity)
 			m.Leader.Set(1)
-			m.SetReady(false)
-			activeErr = runActive(actx, cfg, clients, m, log)
-			m.Leader.Set(0)
-			cancel()
+			defer func() {
+				m.Leader.Set(0)
+				m.SetReady(false)
+			}()
+			return runActive(actx, cfg, clients, m, log)
 		})
-	if activeErr != nil && ctx.Err() == nil {
-		return activeErr
+	if err != nil {
+		return fmt.Errorf("broker %s: %w", cfg.Identity, err)
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return nil
 }
 
 // broker is the active gateway's state.
