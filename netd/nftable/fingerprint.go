@@ -21,14 +21,40 @@ import (
 // value is length- or type-prefixed, so different inputs cannot run
 // together into the same byte stream.
 func fingerprint(chains []Chain) [sha256.Size]byte {
+	return combine(chainFingerprints(chains))
+}
+
+// chainPrint is the fingerprint of one chain: of its head (name, type,
+// hook, priority), and of all of it.
+type chainPrint struct{ head, all [sha256.Size]byte }
+
+func chainFingerprints(chains []Chain) []chainPrint {
+	out := make([]chainPrint, len(chains))
 	e := &encoder{h: sha256.New(), buf: make([]byte, 0, 64<<10)}
-	e.uint(uint64(len(chains)))
 	for i := range chains {
+		e.h.Reset()
+		e.head(&chains[i])
+		e.flush()
+		e.h.Sum(out[i].head[:0])
+		e.h.Reset()
 		e.chain(&chains[i])
+		e.flush()
+		e.h.Sum(out[i].all[:0])
 	}
-	e.flush()
+	return out
+}
+
+// combine is the fingerprint of the table from those of its chains.
+func combine(fps []chainPrint) [sha256.Size]byte {
+	h := sha256.New()
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(fps)))
+	h.Write(n[:]) //nolint:errcheck // hash writes never fail
+	for i := range fps {
+		h.Write(fps[i].all[:]) //nolint:errcheck // hash writes never fail
+	}
 	var out [sha256.Size]byte
-	e.h.Sum(out[:0])
+	h.Sum(out[:0])
 	return out
 }
 
@@ -80,6 +106,19 @@ func (e *encoder) string(s string) {
 		return
 	}
 	e.buf = append(e.buf, s...)
+}
+
+func (e *encoder) head(ch *Chain) {
+	e.string(ch.Name)
+	e.string(string(ch.Type))
+	e.bool(ch.Hook != nil)
+	if ch.Hook != nil {
+		e.uint(uint64(*ch.Hook))
+	}
+	e.bool(ch.Priority != nil)
+	if ch.Priority != nil {
+		e.uint(uint64(uint32(*ch.Priority)))
+	}
 }
 
 func (e *encoder) chain(ch *Chain) {
