@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -34,7 +35,7 @@ func NewDataplane(cfg *Config, tun tunnel.Tunnel) *Dataplane {
 	return &Dataplane{
 		cfg:      cfg,
 		tun:      tun,
-		routes:   &routes.Manager{Device: cfg.IfceName, Table: cfg.RouteTable, RulePriority: cfg.RulePriority},
+		routes:   &routes.Manager{Protocol: routes.Protocol, Device: cfg.IfceName, Table: cfg.RouteTable, RulePriority: cfg.RulePriority},
 		table:    &nftable.Table{Name: cfg.IfceName},
 		resolver: &resolver{ttl: 30 * time.Second, cache: map[string]resolved{}},
 	}
@@ -63,12 +64,17 @@ func (d *Dataplane) Writes() int {
 	return n
 }
 
-// Close removes the nftables table (the device goes with the tunnel).
+// Close removes the nftables table and the routes and rule (the device,
+// with its addresses, goes with the tunnel).
 func (d *Dataplane) Close() error {
-	if _, err := d.table.Apply(nil); err != nil {
-		return fmt.Errorf("removing nftables table: %w", err)
+	_, rerr := d.routes.RemoveAll()
+	if rerr != nil {
+		rerr = fmt.Errorf("removing routes and rule: %w", rerr)
 	}
-	return nil
+	if _, err := d.table.Apply(nil); err != nil {
+		return errors.Join(rerr, fmt.Errorf("removing nftables table: %w", err))
+	}
+	return rerr
 }
 
 // Reconcile plans the objects and brings the kernel to that plan.
@@ -117,8 +123,8 @@ func (d *Dataplane) apply(ctx context.Context, p *plan.Plan) (*Outcome, error) {
 		}
 		return out, fmt.Errorf("configuring the tunnel: %w", err)
 	}
-	ch, err := d.routes.Sync(p.Addresses, p.Routes)
-	d.routeWrites += ch.Added + ch.Removed
+	ch, err := d.routes.SyncDevice(p.Addresses, p.Routes)
+	d.routeWrites += ch.Writes()
 	if err != nil {
 		return out, fmt.Errorf("addresses and routes: %w", err)
 	}

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
 
+	"github.com/kubelink/kubelink/netd/routes"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
@@ -27,17 +27,11 @@ type Record struct {
 	Devices []string   `json:"devices"`
 }
 
-// RouteRef names one route of the router.
-type RouteRef struct {
-	Table int          `json:"table"`
-	Dst   netip.Prefix `json:"dst"`
-}
+// RouteRef names one route of the router (the shared manager's type).
+type RouteRef = routes.RouteRef
 
-// RuleRef names one rule of the router.
-type RuleRef struct {
-	Table    int `json:"table"`
-	Priority int `json:"priority"`
-}
+// RuleRef names one rule of the router (the shared manager's type).
+type RuleRef = routes.RuleRef
 
 // Empty reports whether nothing is recorded.
 func (r *Record) Empty() bool {

@@ -50,7 +50,7 @@ func TestDatafileRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(got.Routes) != 3 || got.Routes[0].Table != 100 || got.Routes[1].Dst.String() != "100.64.2.0/24" ||
-		got.Rules[0] != (RuleRef{100, 1000}) || got.Devices[0] != OwnedDevice {
+		got.Rules[0] != (RuleRef{Table: 100, Priority: 1000}) || got.Devices[0] != OwnedDevice {
 		t.Fatalf("loaded %+v", got)
 	}
 	if s := got.String(); !strings.Contains(s, "rule 1000 lookup 100") || !strings.Contains(s, "100.64.2.0/24 table 100") {

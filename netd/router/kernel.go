@@ -12,13 +12,14 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/kubelink/kubelink/netd/routes"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
 // Protocol marks the router's routes and rule (rtnetlink protocol number;
 // the broker's device routes use 97). Only routes with this protocol in the
 // router's table are ever removed.
-const Protocol = 98
+const Protocol = routes.RouterProtocol
 
 // ErrNoIPIP is returned when the kernel cannot create ipip devices.
 var ErrNoIPIP = errors.New("the kernel has no ipip support (load the ipip module, or use --ipip none)")
@@ -27,7 +28,9 @@ var ErrNoIPIP = errors.New("the kernel has no ipip support (load the ipip module
 type State struct {
 	// Table is the routing table of the routes (254 = main).
 	Table int
-	// Rule is the rule looking up Table; nil with the main table.
+	// Rule is the rule looking up Table; nil with the main table. A table
+	// other than main without a rule is the shutdown state: nothing of the
+	// router's is wanted.
 	Rule *RuleRef
 	// Device is the owned device (ipip, vxlan or vxlan decapsulation) to
 	// keep ("" = none).
@@ -39,25 +42,23 @@ type State struct {
 	HoldRoutes bool
 }
 
-// Changes is what one Apply did.
-type Changes struct {
-	Added, Replaced, Removed int
-	// Conflicts are destinations where a route of somebody else (another
-	// protocol) holds the place; it is left alone.
-	Conflicts []netip.Prefix
-}
+// Changes is what one Apply did (routes and rule; devices are counted by
+// DeviceWrites).
+type Changes = routes.Changes
 
-// Any reports whether anything was written.
-func (c Changes) Any() bool { return c.Added+c.Replaced+c.Removed > 0 }
-
-// Kernel applies States through netlink and remembers what it created.
+// Kernel applies States through netlink and remembers what it created:
+// routes and rule through the shared manager (netd/routes, protocol 98),
+// owned devices itself.
 type Kernel struct {
 	nl   *netlink.Handle
 	file *Datafile
 	rec  Record
+	rt   *routes.Manager
 
-	routeWrites, ruleWrites, deviceWrites atomic.Int64
-	routes                                atomic.Int64
+	deviceWrites atomic.Int64
+	routeWrites  atomic.Int64
+	ruleWrites   atomic.Int64
+	routes       atomic.Int64
 }
 
 // NewKernel works through the netlink handle (its network namespace) and
@@ -67,7 +68,14 @@ func NewKernel(nl *netlink.Handle, file *Datafile, rec Record) *Kernel {
 		file = &Datafile{}
 	}
 	rec.normalize()
-	return &Kernel{nl: nl, file: file, rec: rec}
+	k := &Kernel{nl: nl, file: file, rec: rec}
+	k.rt = &routes.Manager{Protocol: Protocol, Handle: nl, Persist: func(r routes.Record) error {
+		// The manager's part of the record, saved with the devices.
+		k.rec.Routes, k.rec.Rules = r.Routes, r.Rules
+		return k.save()
+	}}
+	k.rt.Restore(routes.Record{Routes: rec.Routes, Rules: rec.Rules})
+	return k
 }
 
 // Record is what the kernel holds of the router's, as far as it knows.
@@ -323,270 +331,52 @@ func isNotFound(err error) bool {
 // differences are written; the record is saved before anything is created
 // and after anything is removed, so it never claims less than exists.
 func (k *Kernel) Apply(s State) (Changes, error) {
-	var ch Changes
 	var errs []error
-	if !s.HoldRoutes {
-		if err := k.syncRoutes(s.Table, s.Routes, &ch); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	k.rt.Table = s.Table
 	if s.Rule != nil {
-		if err := k.ensureRule(*s.Rule); err != nil {
-			errs = append(errs, err)
-		}
+		k.rt.Table, k.rt.RulePriority = s.Rule.Table, s.Rule.Priority
 	}
-	if err := k.removeStale(s, &ch); err != nil {
+	var ch Changes
+	var err error
+	switch {
+	case s.Rule == nil && s.Table != tableMain:
+		ch, err = k.rt.RemoveAll()
+	case s.HoldRoutes:
+		ch, err = k.rt.Hold()
+	default:
+		ch, err = k.rt.Sync(toShared(s.Routes))
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
+	k.routeWrites.Store(k.rt.RouteWrites())
+	k.ruleWrites.Store(k.rt.RuleWrites())
+	k.routes.Store(int64(k.rt.Routes()))
+	if err := k.removeDevices(s.Device); err != nil {
 		errs = append(errs, err)
 	}
 	if err := k.save(); err != nil {
 		errs = append(errs, err)
 	}
-	n, err := k.listRoutes(s.Table)
-	if err == nil {
-		k.routes.Store(int64(len(n)))
-	}
 	return ch, errors.Join(errs...)
 }
 
-// listRoutes lists the router's routes (its protocol) in a table.
-func (k *Kernel) listRoutes(table int) ([]netlink.Route, error) {
-	rs, err := k.nl.RouteListFiltered(netlink.FAMILY_V4,
-		&netlink.Route{Table: table, Protocol: Protocol},
-		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
-	if err != nil {
-		return nil, fmt.Errorf("listing routes of table %d: %w", table, err)
-	}
-	return rs, nil
-}
-
-func (k *Kernel) syncRoutes(table int, want []Route, ch *Changes) error {
-	have, err := k.listRoutes(table)
-	if err != nil {
-		return err
-	}
-	wanted := map[netip.Prefix]Route{}
-	for _, r := range want {
-		wanted[r.Dst.Masked()] = r
-	}
-	var remove []netlink.Route
-	var replace, add []Route
-	present := map[netip.Prefix]bool{}
-	for _, h := range have {
-		dst := prefixOf(h.Dst)
-		w, ok := wanted[dst]
-		switch {
-		case !ok || present[dst]:
-			remove = append(remove, h)
-		case !sameRoute(h, w):
-			replace = append(replace, w)
-			present[dst] = true
-		default:
-			present[dst] = true
-		}
-	}
-	for _, r := range want {
-		if d := r.Dst.Masked(); !present[d] {
-			add = append(add, r)
-			present[d] = true
-		}
-	}
-	// A destination held by somebody else's route (another protocol, same
-	// metric) is never ours to replace: leave it, without trying to add.
-	if len(add) > 0 {
-		taken, err := k.foreignDsts(table)
-		if err != nil {
-			return err
-		}
-		add = slices.DeleteFunc(add, func(r Route) bool {
-			if taken[r.Dst.Masked()] {
-				ch.Conflicts = append(ch.Conflicts, r.Dst.Masked())
-				delete(present, r.Dst.Masked())
-				return true
-			}
-			return false
-		})
-	}
-	// Write ahead: what is about to be created is recorded first.
-	for _, r := range add {
-		k.rec.Routes = append(k.rec.Routes, RouteRef{Table: table, Dst: r.Dst.Masked()})
-	}
-	if len(add) > 0 {
-		if err := k.save(); err != nil {
-			return err
-		}
-	}
-	var errs []error
-	// exists collects the destinations of the router's routes in the
-	// table afterwards: they make the table's part of the record.
-	exists := map[netip.Prefix]bool{}
-	for d := range present {
-		exists[d] = true
-	}
-	for i := range remove {
-		dst := prefixOf(remove[i].Dst)
-		k.routeWrites.Add(1)
-		if err := k.nl.RouteDel(&remove[i]); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("removing route %s table %d: %w", dst, table, err))
-			exists[dst] = true
-			continue
-		}
-		ch.Removed++
-	}
-	for _, r := range replace {
-		k.routeWrites.Add(1)
-		if err := k.nl.RouteReplace(k.netlinkRoute(table, r)); err != nil {
-			errs = append(errs, fmt.Errorf("replacing route %s via %s table %d: %w", r.Dst, r.Gw, table, err))
-			continue
-		}
-		ch.Replaced++
-	}
-	for _, r := range add {
-		k.routeWrites.Add(1)
-		err := k.nl.RouteAdd(k.netlinkRoute(table, r))
-		switch {
-		case errors.Is(err, unix.EEXIST):
-			// Somebody else's route for the same destination: never ours
-			// to replace.
-			ch.Conflicts = append(ch.Conflicts, r.Dst.Masked())
-			delete(exists, r.Dst.Masked())
-		case err != nil:
-			errs = append(errs, fmt.Errorf("adding route %s via %s table %d: %w", r.Dst, r.Gw, table, err))
-			delete(exists, r.Dst.Masked())
-		default:
-			ch.Added++
-		}
-	}
-	k.rec.Routes = slices.DeleteFunc(k.rec.Routes, func(r RouteRef) bool { return r.Table == table })
-	for d := range exists {
-		k.rec.Routes = append(k.rec.Routes, RouteRef{Table: table, Dst: d})
-	}
-	return errors.Join(errs...)
-}
-
-// foreignDsts are the destinations of other protocols' routes in a table
-// that a route of the router's (metric 0, no TOS) would collide with.
-func (k *Kernel) foreignDsts(table int) (map[netip.Prefix]bool, error) {
-	rs, err := k.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("listing routes of table %d: %w", table, err)
-	}
-	out := map[netip.Prefix]bool{}
+// toShared turns the router's routes into the shared manager's.
+func toShared(rs []Route) []routes.Route {
+	out := make([]routes.Route, 0, len(rs))
 	for _, r := range rs {
-		if r.Protocol != Protocol && r.Priority == 0 && r.Tos == 0 {
-			out[prefixOf(r.Dst)] = true
-		}
+		out = append(out, routes.Route{Dst: r.Dst, Gw: r.Gw, LinkIndex: r.LinkIndex, OnLink: r.OnLink})
 	}
-	return out, nil
+	return out
 }
 
-func (k *Kernel) netlinkRoute(table int, r Route) *netlink.Route {
-	nr := &netlink.Route{
-		Family:    netlink.FAMILY_V4,
-		Dst:       &net.IPNet{IP: r.Dst.Masked().Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)},
-		Gw:        r.Gw.AsSlice(),
-		LinkIndex: r.LinkIndex,
-		Table:     table,
-		Protocol:  Protocol,
-	}
-	if r.OnLink {
-		nr.Flags = int(netlink.FLAG_ONLINK)
-	}
-	return nr
-}
-
-func sameRoute(h netlink.Route, w Route) bool {
-	gw, _ := netip.AddrFromSlice(h.Gw.To4())
-	onlink := h.Flags&int(netlink.FLAG_ONLINK) != 0
-	return len(h.MultiPath) == 0 && gw == w.Gw && h.LinkIndex == w.LinkIndex && onlink == w.OnLink
-}
-
-func (k *Kernel) ensureRule(want RuleRef) error {
-	if !slices.Contains(k.rec.Rules, want) {
-		k.rec.Rules = append(k.rec.Rules, want)
-		if err := k.save(); err != nil {
-			return err
-		}
-	}
-	rules, err := k.nl.RuleList(netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("listing rules: %w", err)
-	}
-	for _, r := range rules {
-		if r.Table == want.Table && r.Priority == want.Priority && r.Protocol == Protocol {
-			return nil
-		}
-	}
-	k.ruleWrites.Add(1)
-	if err := k.nl.RuleAdd(ownRule(want)); err != nil {
-		return fmt.Errorf("adding rule %d lookup %d: %w", want.Priority, want.Table, err)
-	}
-	return nil
-}
-
-func ownRule(r RuleRef) *netlink.Rule {
-	nr := netlink.NewRule()
-	nr.Family = netlink.FAMILY_V4
-	nr.Table = r.Table
-	nr.Priority = r.Priority
-	nr.Protocol = Protocol
-	return nr
-}
-
-// removeStale removes what the record holds and s does not want.
-func (k *Kernel) removeStale(s State, ch *Changes) error {
+// removeDevices removes every owned device but keep (routes through it
+// went with the manager's Sync, or go with the device).
+func (k *Kernel) removeDevices(keep string) error {
 	var errs []error
-	// Routes in other tables (an earlier --route-table).
-	tables := map[int]bool{}
-	for _, r := range k.rec.Routes {
-		if r.Table != s.Table {
-			tables[r.Table] = true
-		}
-	}
-	for t := range tables {
-		have, err := k.listRoutes(t)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		recorded := map[netip.Prefix]bool{}
-		for _, r := range k.rec.Routes {
-			if r.Table == t {
-				recorded[r.Dst] = true
-			}
-		}
-		failed := map[netip.Prefix]bool{}
-		for i := range have {
-			dst := prefixOf(have[i].Dst)
-			if !recorded[dst] {
-				continue
-			}
-			k.routeWrites.Add(1)
-			if err := k.nl.RouteDel(&have[i]); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("removing stale route %s table %d: %w", dst, t, err))
-				failed[dst] = true
-				continue
-			}
-			ch.Removed++
-		}
-		k.rec.Routes = slices.DeleteFunc(k.rec.Routes, func(r RouteRef) bool { return r.Table == t && !failed[r.Dst] })
-	}
-	// Rules other than the wanted one.
-	var keep []RuleRef
-	for _, r := range k.rec.Rules {
-		if s.Rule != nil && r == *s.Rule {
-			keep = append(keep, r)
-			continue
-		}
-		if err := k.removeRule(r); err != nil {
-			errs = append(errs, err)
-			keep = append(keep, r)
-		}
-	}
-	k.rec.Rules = keep
-	// An owned device that is not wanted (routes through it went with it).
 	var keepDev []string
 	for _, d := range k.rec.Devices {
-		if d == s.Device {
+		if d == keep {
 			keepDev = append(keepDev, d)
 			continue
 		}
@@ -597,23 +387,6 @@ func (k *Kernel) removeStale(s State, ch *Changes) error {
 	}
 	k.rec.Devices = keepDev
 	return errors.Join(errs...)
-}
-
-func (k *Kernel) removeRule(r RuleRef) error {
-	rules, err := k.nl.RuleList(netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("listing rules: %w", err)
-	}
-	for _, x := range rules {
-		if x.Table == r.Table && x.Priority == r.Priority && x.Protocol == Protocol {
-			k.ruleWrites.Add(1)
-			if err := k.nl.RuleDel(ownRule(r)); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("removing rule %d lookup %d: %w", r.Priority, r.Table, err)
-			}
-			return nil
-		}
-	}
-	return nil
 }
 
 func (k *Kernel) removeDevice(name string) error {
@@ -640,13 +413,4 @@ func (k *Kernel) removeDevice(name string) error {
 		return fmt.Errorf("removing device %s: %w", name, err)
 	}
 	return nil
-}
-
-func prefixOf(n *net.IPNet) netip.Prefix {
-	if n == nil {
-		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	}
-	a, _ := netip.AddrFromSlice(n.IP.To4())
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a, ones)
 }

@@ -119,7 +119,7 @@ func TestKernelApply(t *testing.T) {
 		t.Fatalf("route gauge %d", k.Routes())
 	}
 	rec, _ := (&Datafile{Path: file.Path}).Load()
-	if len(rec.Routes) != 2 || rec.Routes[0] != (RouteRef{tableMain, netip.MustParsePrefix("100.64.2.0/24")}) {
+	if len(rec.Routes) != 2 || rec.Routes[0] != (RouteRef{Table: tableMain, Dst: netip.MustParsePrefix("100.64.2.0/24")}) {
 		t.Fatalf("datafile %+v", rec)
 	}
 
