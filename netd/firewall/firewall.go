@@ -131,7 +131,7 @@ func (p policy) key() string {
 }
 
 func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
-	sort.Slice(ps, func(i, j int) bool { return comparePrefix(ps[i], ps[j]) < 0 })
+	sort.Slice(ps, func(i, j int) bool { return compareLongestFirst(ps[i], ps[j]) < 0 })
 	out := ps[:0]
 	for i, p := range ps {
 		if i == 0 || p != ps[i-1] {
@@ -141,8 +141,9 @@ func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// comparePrefix orders longer prefixes first, then by address.
-func comparePrefix(a, b netip.Prefix) int {
+// compareLongestFirst orders longer prefixes first, then by address (the
+// order of dispatch rules: the longest source prefix decides).
+func compareLongestFirst(a, b netip.Prefix) int {
 	if a.Bits() != b.Bits() {
 		return b.Bits() - a.Bits()
 	}
@@ -201,7 +202,7 @@ func Chains(device string, links []Link) []nftable.Chain {
 		}
 	}
 	sort.SliceStable(entries, func(i, j int) bool {
-		if c := comparePrefix(entries[i].p, entries[j].p); c != 0 {
+		if c := compareLongestFirst(entries[i].p, entries[j].p); c != 0 {
 			return c < 0
 		}
 		return entries[i].link < entries[j].link
@@ -220,7 +221,7 @@ func Chains(device string, links []Link) []nftable.Chain {
 
 	disp := nftable.Chain{Name: ChainLinks, Rules: make([]nftable.Rule, 0, len(entries)+1)}
 	disp.Rules = append(disp.Rules, established())
-	if vm, ok := sourceMap(entries2(len(entries), func(i int) (netip.Prefix, int) { return entries[i].p, chainOf[entries[i].link] })); ok {
+	if vm, ok := sourceMap(distinctSources(len(entries), func(i int) (netip.Prefix, int) { return entries[i].p, chainOf[entries[i].link] })); ok {
 		// Disjoint sources (what the mesh library guarantees for usable
 		// links): one lookup in an interval verdict map instead of a rule
 		// per prefix — at mesh scale hundreds of rules fewer to load on
@@ -279,7 +280,10 @@ type source struct {
 	chain int // -1: unrestricted
 }
 
-func entries2(n int, at func(i int) (netip.Prefix, int)) []source {
+// distinctSources lists the dispatch's source prefixes (entry i is at(i),
+// sorted longest first) with their links' chains, an identical prefix only
+// once: the first link by name has it.
+func distinctSources(n int, at func(i int) (netip.Prefix, int)) []source {
 	out := make([]source, 0, n)
 	for i := 0; i < n; i++ {
 		p, c := at(i)

@@ -44,7 +44,7 @@ func (r *Record) normalize() {
 		if a.Table != b.Table {
 			return a.Table - b.Table
 		}
-		return comparePrefix(a.Dst, b.Dst)
+		return compareByAddrShorterFirst(a.Dst, b.Dst)
 	})
 	r.Routes = slices.Compact(r.Routes)
 	slices.SortFunc(r.Rules, func(a, b RuleRef) int {

@@ -31,11 +31,13 @@ func Destinations(set *mesh.Set) []netip.Prefix {
 			add(p)
 		}
 	}
-	slices.SortFunc(out, comparePrefix)
+	slices.SortFunc(out, compareByAddrShorterFirst)
 	return out
 }
 
-func comparePrefix(a, b netip.Prefix) int {
+// compareByAddrShorterFirst orders prefixes by address, then shorter
+// first (a stable order for routes and the datafile).
+func compareByAddrShorterFirst(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c
 	}

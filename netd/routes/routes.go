@@ -81,13 +81,6 @@ func (c Changes) Any() bool { return c.Added+c.Replaced+c.Removed > 0 }
 // Writes is the number of writes.
 func (c Changes) Writes() int { return c.Added + c.Replaced + c.Removed }
 
-func (c *Changes) add(o Changes) {
-	c.Added += o.Added
-	c.Replaced += o.Replaced
-	c.Removed += o.Removed
-	c.Conflicts = append(c.Conflicts, o.Conflicts...)
-}
-
 // Manager keeps the routes of Protocol in Table (through Device, when
 // set) and the rule looking up Table (when it is not main). Table and
 // RulePriority may change between calls: the next Sync moves the routes

@@ -20,7 +20,6 @@ type Gateway struct {
 	nl   *netlink.Handle
 	// warned is the rp_filter mode last warned about.
 	warned int
-	writes int
 }
 
 // NewGateway returns the decapsulating device for the node-mode gateway
@@ -38,12 +37,6 @@ func NewGateway(ip netip.Addr, vni, port int, log *slog.Logger) (*Gateway, error
 	}, nil
 }
 
-// Spec is the device the gateway keeps.
-func (g *Gateway) Spec() Spec { return g.spec }
-
-// Writes counts the netlink writes sent so far.
-func (g *Gateway) Writes() int { return g.writes }
-
 // Ensure makes the device exist and be configured; unchanged, it writes
 // nothing. It runs on every reconcile: in node mode the router on this
 // node removes its own VXLAN device (same VNI and port) only once it sees
@@ -57,7 +50,6 @@ func (g *Gateway) Ensure() error {
 		return fmt.Errorf("vxlan: %s is not an address of this network namespace; the routers send to the gateway node's IP (--vxlan-ip, default $POD_IP, the node IP of a hostNetwork broker)", g.spec.Local)
 	}
 	_, n, err := EnsureReceiver(g.nl, g.spec)
-	g.writes += n
 	if err != nil {
 		return fmt.Errorf("vxlan decapsulation device: %w", err)
 	}
