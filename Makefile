@@ -78,7 +78,7 @@ netd: ## build bin/netd (broker, keygen, version)
 build: netd
 
 .PHONY: bench-netd
-bench-netd: ## root: broker reconcile at 250 links / 1000 MeshServices on the real kernel (not part of make test)
+bench-netd: ## root: broker reconcile at 250 links / 1000 MeshServices and 1000 links / 10000 MeshServices on the real kernel (not part of make test)
 	$(GO) build -o $(BIN)/benchnetd ./test/netd/benchnetd
 	$(BIN)/benchnetd $(BENCH_NETD_ARGS)
 
