@@ -84,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func ipforward(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("netd ipforward", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	loose := fs.Bool("loose-rp-filter", false, "also set net.ipv4.conf.all.rp_filter=2 when it is 1 (strict): strict filtering drops the packets the broker decapsulates from the routers' VXLAN")
+	loose := fs.Bool("loose-rp-filter", false, "also set net.ipv4.conf.all.rp_filter=2 when it is 1 (strict): strict filtering drops VXLAN-decapsulated packets, whose sources are routed back over the node network (the gateway's node decapsulates: a node-mode broker, or the router beside a pod-mode gateway)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
