@@ -84,7 +84,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MeshDomain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
 	fs.StringVar(&c.MeshDNSServiceIP, "meshdns-service-ip", "", "mesh-global DNS service IP of the default mesh")
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", "", "local service CIDR")
-	fs.StringVar(&c.PodCIDR, "pod-cidr", "", "pod CIDR; enables pod mode (SNAT to the link address)")
+	fs.StringVar(&c.PodCIDR, "pod-cidr", "", "pod CIDR; enables pod mode: the gateway in a pod, MeshService DNAT (SNAT to the link address happens in every mode)")
 	fs.StringVar(&c.NodeCIDR, "node-cidr", "", "node CIDR of the cluster (accepted for compatibility; unused)")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of the node the broker runs on (accepted for compatibility; unused)")
 	fs.StringVar(&c.IfceName, "ifce-name", "kubelink", "name of the tunnel device")
