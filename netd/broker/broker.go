@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
-	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/kubelink/kubelink/netd/leader"
 	"github.com/kubelink/kubelink/netd/linkstate"
 	"github.com/kubelink/kubelink/netd/metrics"
+	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/tunnel"
 	"github.com/kubelink/kubelink/netd/tunnel/wireguard"
 	"github.com/kubelink/kubelink/netd/vxlan"
@@ -39,15 +39,23 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m := metrics.New()
-	if cfg.ServerPortHTTP > 0 {
-		if err := m.Serve(ctx, ":"+strconv.Itoa(cfg.ServerPortHTTP)); err != nil {
-			return err
-		}
+	proc := runtime.NewProcess()
+	o := &observe{proc: proc, m: metrics.New(proc.Registry), loop: runtime.NewLoopMetrics(proc.Registry, "netd", 0.0005)}
+	// The server ends with Run, also before ctx ends (a lost lease).
+	sctx, stopServing := context.WithCancel(ctx)
+	wait, err := proc.Serve(sctx, cfg.ServerPortHTTP, log)
+	if err != nil {
+		stopServing()
+		return err
 	}
+	defer func() {
+		stopServing()
+		wait()
+	}()
+	m := o.m
 	if cfg.LeaseName == "" {
 		m.Leader.Set(1)
-		return runActive(ctx, cfg, clients, m, log)
+		return runActive(ctx, cfg, clients, o, log)
 	}
 	ns := cfg.LeaseNamespace
 	if ns == "" {
@@ -55,7 +63,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	// /readyz is true only on the active replica: a Service in front of
 	// the replicas sends to the one that holds the tunnel.
-	m.SetReady(false)
+	proc.SetReady(false)
 	log.Info("waiting for the lease", "lease", ns+"/"+cfg.LeaseName, "identity", cfg.Identity)
 	// leader.Run returns only after the active side (and with it its
 	// cleanup) has returned.
@@ -65,14 +73,21 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			m.Leader.Set(1)
 			defer func() {
 				m.Leader.Set(0)
-				m.SetReady(false)
+				proc.SetReady(false)
 			}()
-			return runActive(actx, cfg, clients, m, log)
+			return runActive(actx, cfg, clients, o, log)
 		})
 	if err != nil {
 		return fmt.Errorf("broker %s: %w", cfg.Identity, err)
 	}
 	return nil
+}
+
+// observe is the process's readiness and the broker's metrics.
+type observe struct {
+	proc *runtime.Process
+	m    *metrics.Metrics
+	loop *runtime.LoopMetrics
 }
 
 // broker is the active gateway's state.
@@ -97,11 +112,11 @@ type broker struct {
 	decap *vxlan.Gateway
 }
 
-func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metrics.Metrics, log *slog.Logger) error {
+func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, o *observe, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b := &broker{
-		cfg: cfg, clients: clients, metrics: m, log: log,
+		cfg: cfg, clients: clients, metrics: o.m, log: log,
 		tracker: &linkstate.Tracker{Window: 3 * cfg.Keepalive, Bridge: cfg.Mode == ModeBridge},
 		written: map[string]v1alpha1.MeshServiceStatus{},
 	}
@@ -111,13 +126,8 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metri
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		log.Warn("cannot enable IP forwarding", "err", err)
 	}
-	trigger := make(chan struct{}, 1)
-	kick := func() {
-		select {
-		case trigger <- struct{}{}:
-		default:
-		}
-	}
+	trigger := runtime.NewTrigger()
+	kick := trigger.Kick
 	w, err := kube.WatchLinks(ctx, clients.Dynamic, kick)
 	if err != nil {
 		return err
@@ -153,26 +163,10 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, m *metri
 			}
 		}()
 	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		start := time.Now()
-		err := b.reconcile(ctx)
-		m.Duration.Observe(time.Since(start).Seconds())
-		if err != nil {
-			m.Reconciles.WithLabelValues("error").Inc()
-			log.Error("reconcile", "err", err)
-		} else {
-			m.Reconciles.WithLabelValues("ok").Inc()
-			m.SetReady(true)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-trigger:
-		case <-tick.C:
-		}
-	}
+	loop := &runtime.Loop{Trigger: trigger, Period: time.Second, Metrics: o.loop, Log: log,
+		Reconcile: b.reconcile, OK: func() { o.proc.SetReady(true) }}
+	loop.Run(ctx)
+	return nil
 }
 
 func (b *broker) openTunnel(ctx context.Context, kick func()) error {

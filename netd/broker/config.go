@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
@@ -79,11 +80,8 @@ type Config struct {
 // Flags registers the broker's flags (the original kubelink's names).
 func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Mode, "mode", ModeWireGuard, "tunnel mode: wireguard, bridge or none")
-	fs.StringVar(&c.ClusterName, "cluster-name", "", "local cluster name in the default mesh (without a LocalLink)")
-	fs.StringVar(&c.LinkAddress, "link-address", "", "local link address with mesh netmask for the default mesh, e.g. 192.168.0.11/24")
-	fs.StringVar(&c.MeshDomain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
-	fs.StringVar(&c.MeshDNSServiceIP, "meshdns-service-ip", "", "mesh-global DNS service IP of the default mesh")
-	fs.StringVar(&c.ServiceCIDR, "service-cidr", "", "local service CIDR")
+	c.meshFlags().Register(fs)
+	c.processFlags().Register(fs, 8180)
 	fs.StringVar(&c.PodCIDR, "pod-cidr", "", "pod CIDR; enables pod mode: the gateway in a pod, MeshService DNAT (SNAT to the link address happens in every mode)")
 	fs.StringVar(&c.NodeCIDR, "node-cidr", "", "node CIDR of the cluster (accepted for compatibility; unused)")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of the node the broker runs on (accepted for compatibility; unused)")
@@ -96,19 +94,14 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyFile, "keyfile", "", "bridge: TLS key file")
 	fs.StringVar(&c.CACertFile, "cacertfile", "", "bridge: CA certificate file for peer certificates")
 	fs.BoolVar(&c.DNSAdvertisement, "dns-advertisement", false, "bridge: keep peers' spec.dns up to date from their hello")
-	fs.StringVar(&c.ClusterDomain, "cluster-domain", v1alpha1.DefaultClusterDomain, "local cluster domain")
-	fs.StringVar(&c.DNSServiceIP, "dns-service-ip", "", "local cluster DNS service IP (default: 10th address of --service-cidr)")
 	fs.StringVar(&c.ServedLinks, "served-links", "all", "comma-separated KubeLink names this broker serves, or all")
 	fs.BoolVar(&c.LocalStatus, "local-status", true, "publish the LocalLinks' status (state, gateway, public key); false for an additional broker beside the main one")
 	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
 	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
-	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
-	fs.IntVar(&c.ServerPortHTTP, "server-port-http", 8180, "port of /metrics, /healthz and /readyz (0 = off)")
 	fs.StringVar(&c.LeaseName, "lease-name", "", "Lease for leader election among broker replicas (empty = no election)")
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the Lease (default: the pod's namespace)")
 	fs.DurationVar(&c.LeaseDuration, "lease-duration", 15*time.Second, "lease duration; a standby takes over at most this long after the leader died")
 	fs.DurationVar(&c.Keepalive, "keepalive", 20*time.Second, "keepalive interval; a link is Down when nothing arrives for 3 intervals")
-	fs.BoolVar(&c.Verbose, "v", false, "verbose logging")
 	fs.BoolVar(&c.VXLAN, "vxlan", false, "node mode (hostNetwork) only: decapsulate the routers' VXLAN (netd router --vxlan); the active broker owns the device "+vxlan.GatewayDevice+" (in pod mode the router on the gateway's node decapsulates)")
 	fs.IntVar(&c.VXLANPort, "vxlan-port", vxlan.DefaultPort, "UDP port of the routers' VXLAN")
 	fs.IntVar(&c.VXLANVNI, "vxlan-vni", vxlan.DefaultVNI, "VXLAN network identifier of the routers' VXLAN")
@@ -173,37 +166,25 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--vxlan-ip %q is not an IPv4 address", c.VXLANIP)
 		}
 	}
+	if err := c.processFlags().Validate(); err != nil {
+		return err
+	}
 	_, err := c.MeshOptions()
 	return err
 }
 
 // MeshOptions is the default mesh as the flags describe it.
-func (c *Config) MeshOptions() (mesh.Options, error) {
-	o := mesh.Options{ClusterName: c.ClusterName, Domain: c.MeshDomain, ClusterDomain: c.ClusterDomain}
-	var err error
-	if c.LinkAddress != "" {
-		if o.LinkAddress, err = mesh.ParseAddressPrefix(c.LinkAddress); err != nil {
-			return o, fmt.Errorf("--link-address: %w", err)
-		}
-	}
-	if c.MeshDNSServiceIP != "" {
-		if o.GlobalDNS, err = netip.ParseAddr(c.MeshDNSServiceIP); err != nil {
-			return o, fmt.Errorf("--meshdns-service-ip %q is not an IP address", c.MeshDNSServiceIP)
-		}
-	}
-	if c.ServiceCIDR != "" {
-		if o.ServiceCIDR, err = mesh.ParseCIDR(c.ServiceCIDR); err != nil {
-			return o, fmt.Errorf("--service-cidr: %w", err)
-		}
-	}
-	if c.DNSServiceIP != "" {
-		if o.LocalDNS, err = netip.ParseAddr(c.DNSServiceIP); err != nil {
-			return o, fmt.Errorf("--dns-service-ip %q is not an IP address", c.DNSServiceIP)
-		}
-	} else if o.ServiceCIDR.IsValid() {
-		o.LocalDNS = mesh.NthAddress(o.ServiceCIDR, 10)
-	}
-	return o, nil
+func (c *Config) MeshOptions() (mesh.Options, error) { return c.meshFlags().Options() }
+
+// meshFlags are the default mesh's flags (shared with the router) with
+// the broker's DNS part.
+func (c *Config) meshFlags() runtime.MeshFlags {
+	return runtime.MeshFlags{ClusterName: &c.ClusterName, LinkAddress: &c.LinkAddress, Domain: &c.MeshDomain, ServiceCIDR: &c.ServiceCIDR,
+		GlobalDNS: &c.MeshDNSServiceIP, ClusterDomain: &c.ClusterDomain, LocalDNS: &c.DNSServiceIP}
+}
+
+func (c *Config) processFlags() runtime.ProcessFlags {
+	return runtime.ProcessFlags{Kubeconfig: &c.Kubeconfig, HTTPPort: &c.ServerPortHTTP, Verbose: &c.Verbose}
 }
 
 // Serves reports whether this broker serves the link.

@@ -1,21 +1,13 @@
-// Package metrics exports netd's Prometheus metrics and serves them with
-// the health endpoints.
+// Package metrics is the broker's Prometheus collectors: leadership,
+// configuration writes and the links' state and traffic. The registry, the
+// reconcile loop's metrics and the HTTP endpoints are netd/runtime's.
 package metrics
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // LinkSample is one link's state and traffic.
@@ -27,12 +19,10 @@ type LinkSample struct {
 	TxBytes       uint64
 }
 
-// Metrics holds netd's collectors.
+// Metrics holds the broker's collectors; they register into the
+// process's registry (netd/runtime).
 type Metrics struct {
-	Registry   *prometheus.Registry
-	Reconciles *prometheus.CounterVec
-	Duration   prometheus.Histogram
-	Leader     prometheus.Gauge
+	Leader prometheus.Gauge
 	// TunnelWrites and TableWrites count configuration writes to the
 	// tunnel device and the nftables table (flat when nothing changes).
 	TunnelWrites prometheus.Gauge
@@ -40,22 +30,13 @@ type Metrics struct {
 
 	mu    sync.Mutex
 	links []LinkSample
-	ready atomic.Bool
 
 	linksDesc, hsDesc, rxDesc, txDesc *prometheus.Desc
 }
 
-// New registers the collectors.
-func New() *Metrics {
+// New registers the broker's collectors in reg.
+func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
-		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "netd_reconciles_total", Help: "Reconciles by result.",
-		}, []string{"result"}),
-		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "netd_reconcile_duration_seconds", Help: "Duration of reconciles.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-		}),
 		Leader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "netd_leader", Help: "1 when this broker is the active gateway.",
 		}),
@@ -70,8 +51,7 @@ func New() *Metrics {
 		rxDesc:    prometheus.NewDesc("netd_link_receive_bytes_total", "Bytes received per link.", []string{"link"}, nil),
 		txDesc:    prometheus.NewDesc("netd_link_transmit_bytes_total", "Bytes sent per link.", []string{"link"}, nil),
 	}
-	m.Registry.MustRegister(m.Reconciles, m.Duration, m.Leader, m.TunnelWrites, m.TableWrites, m,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.Leader, m.TunnelWrites, m.TableWrites, m)
 	return m
 }
 
@@ -81,9 +61,6 @@ func (m *Metrics) SetLinks(s []LinkSample) {
 	defer m.mu.Unlock()
 	m.links = s
 }
-
-// SetReady marks the process ready (/readyz).
-func (m *Metrics) SetReady(v bool) { m.ready.Store(v) }
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
@@ -110,45 +87,4 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for s, n := range states {
 		ch <- prometheus.MustNewConstMetric(m.linksDesc, prometheus.GaugeValue, float64(n), s)
 	}
-}
-
-// Serve serves /metrics, /healthz and /readyz on addr until ctx ends.
-func (m *Metrics) Serve(ctx context.Context, addr string) error {
-	return Serve(ctx, addr, m.Registry, &m.ready, nil)
-}
-
-// Serve serves a registry's /metrics, /healthz (the process serves) and
-// /readyz (ready is set) on addr until ctx ends; both roles of netd use it.
-// Serving errors after the start go to log (nil: standard output).
-func Serve(ctx context.Context, addr string, reg prometheus.Gatherer, ready *atomic.Bool, log *slog.Logger) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			if log == nil {
-				log = slog.Default()
-			}
-			log.Error("metrics server", "err", err)
-		}
-	}()
-	return nil
 }

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/kubelink/kubelink/api/mesh"
-	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
@@ -60,10 +60,8 @@ type Config struct {
 // Flags registers the router's flags (names shared with the broker where
 // they mean the same).
 func (c *Config) Flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.ClusterName, "cluster-name", "", "local cluster name in the default mesh (without a LocalLink)")
-	fs.StringVar(&c.LinkAddress, "link-address", "", "local link address with mesh netmask for the default mesh, e.g. 192.168.0.11/24")
-	fs.StringVar(&c.MeshDomain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
-	fs.StringVar(&c.ServiceCIDR, "service-cidr", "", "local service CIDR")
+	c.meshFlags().Register(fs)
+	c.processFlags().Register(fs, 8181)
 	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of this node (local end of the ipip or vxlan device; the holder pod's status.hostIP on the gateway's node)")
 	fs.StringVar(&c.IPIP, "ipip", IPIPNone, "none (route via the gateway), shared (through tunl0) or configure (through an own ipip device "+OwnedDevice+")")
 	fs.BoolVar(&c.VXLAN, "vxlan", false, "encapsulate the mesh traffic towards the gateway's node in VXLAN (device "+vxlan.NodeDevice+"; on the node of a pod-mode gateway the router decapsulates instead, device "+vxlan.DecapDevice+"; needs --node-ip and --ipip none; a node-mode broker needs --vxlan too)")
@@ -74,10 +72,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LeaseName, "lease-name", "", "the broker's Lease; its holder is the active gateway")
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the Lease and the broker pods (default: $POD_NAMESPACE or the in-cluster namespace)")
 	fs.StringVar(&c.Datafile, "datafile", "", "JSON file remembering the routes, rule and device the router created (empty: not remembered across restarts)")
-	fs.IntVar(&c.ServerPortHTTP, "server-port-http", 8181, "port of /metrics, /healthz and /readyz (0 = off)")
-	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster)")
 	fs.DurationVar(&c.Resync, "resync", 10*time.Second, "period of the full reconcile besides watch events")
-	fs.BoolVar(&c.Verbose, "v", false, "verbose logging")
 }
 
 // Validate checks the flags and fills defaults.
@@ -130,8 +125,8 @@ func (c *Config) Validate() error {
 	if c.Resync < time.Second {
 		return fmt.Errorf("--resync must be at least 1s")
 	}
-	if c.ServerPortHTTP < 0 || c.ServerPortHTTP > 65535 {
-		return fmt.Errorf("--server-port-http %d is not a port", c.ServerPortHTTP)
+	if err := c.processFlags().Validate(); err != nil {
+		return err
 	}
 	_, err := c.MeshOptions()
 	return err
@@ -158,20 +153,16 @@ func (c *Config) Table() int {
 }
 
 // MeshOptions is the default mesh as the flags describe it.
-func (c *Config) MeshOptions() (mesh.Options, error) {
-	o := mesh.Options{ClusterName: c.ClusterName, Domain: c.MeshDomain}
-	var err error
-	if c.LinkAddress != "" {
-		if o.LinkAddress, err = mesh.ParseAddressPrefix(c.LinkAddress); err != nil {
-			return o, fmt.Errorf("--link-address: %w", err)
-		}
-	}
-	if c.ServiceCIDR != "" {
-		if o.ServiceCIDR, err = mesh.ParseCIDR(c.ServiceCIDR); err != nil {
-			return o, fmt.Errorf("--service-cidr: %w", err)
-		}
-	}
-	return o, nil
+func (c *Config) MeshOptions() (mesh.Options, error) { return c.meshFlags().Options() }
+
+// meshFlags are the default mesh's flags shared with the broker, without
+// its DNS part (routes do not depend on it).
+func (c *Config) meshFlags() runtime.MeshFlags {
+	return runtime.MeshFlags{ClusterName: &c.ClusterName, LinkAddress: &c.LinkAddress, Domain: &c.MeshDomain, ServiceCIDR: &c.ServiceCIDR}
+}
+
+func (c *Config) processFlags() runtime.ProcessFlags {
+	return runtime.ProcessFlags{Kubeconfig: &c.Kubeconfig, HTTPPort: &c.ServerPortHTTP, Verbose: &c.Verbose}
 }
 
 // Well-known routing tables (linux/rtnetlink.h).

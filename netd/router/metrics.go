@@ -1,24 +1,18 @@
 package router
 
 import (
-	"context"
-	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	netdmetrics "github.com/kubelink/kubelink/netd/metrics"
+	"github.com/kubelink/kubelink/netd/runtime"
 )
 
-// metrics are the router's Prometheus metrics and readiness.
+// metrics are the router's Prometheus collectors, registered in the
+// process's registry (netd/runtime).
 type metrics struct {
-	registry   *prometheus.Registry
-	reconciles *prometheus.CounterVec
-	duration   prometheus.Histogram
-	changes    prometheus.Counter
-	ready      atomic.Bool
+	loop    *runtime.LoopMetrics
+	changes prometheus.Counter
 
 	mu      sync.Mutex
 	gateway Gateway
@@ -29,18 +23,11 @@ type metrics struct {
 	routesDesc, routeWritesDesc, ruleWritesDesc, deviceWritesDesc, fileWritesDesc, gatewayDesc *prometheus.Desc
 }
 
-func newMetrics(k *Kernel, file *Datafile) *metrics {
+func newMetrics(reg prometheus.Registerer, k *Kernel, file *Datafile) *metrics {
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
-		kernel:   k,
-		file:     file,
-		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "netd_router_reconciles_total", Help: "Reconciles by result.",
-		}, []string{"result"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "netd_router_reconcile_duration_seconds", Help: "Duration of reconciles.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
-		}),
+		loop:   runtime.NewLoopMetrics(reg, "netd_router", 0.0001),
+		kernel: k,
+		file:   file,
 		changes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "netd_router_gateway_changes_total", Help: "Changes of the gateway the routes lead to.",
 		}),
@@ -51,8 +38,7 @@ func newMetrics(k *Kernel, file *Datafile) *metrics {
 		fileWritesDesc:   prometheus.NewDesc("netd_router_datafile_writes", "Datafile writes since start.", nil, nil),
 		gatewayDesc:      prometheus.NewDesc("netd_router_gateway_info", "The gateway: its address, the lease holder, and state known, unknown, none or local.", []string{"gateway", "holder", "state"}, nil),
 	}
-	m.registry.MustRegister(m.reconciles, m.duration, m.changes, m,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.changes, m)
 	return m
 }
 
@@ -89,9 +75,4 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	if state != "" {
 		ch <- prometheus.MustNewConstMetric(m.gatewayDesc, prometheus.GaugeValue, 1, ip, g.Holder, state)
 	}
-}
-
-// serve serves /metrics, /healthz and /readyz on addr until ctx ends.
-func (m *metrics) serve(ctx context.Context, addr string, log *slog.Logger) error {
-	return netdmetrics.Serve(ctx, addr, m.registry, &m.ready, log)
 }

@@ -7,13 +7,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strconv"
-	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
 
@@ -44,7 +43,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if cfg.NodeIP != "" {
 		r.nodeIP = netip.MustParseAddr(cfg.NodeIP) // validated
 	}
-	r.metrics = newMetrics(r.kernel, file)
+	proc := runtime.NewProcess()
+	r.metrics = newMetrics(proc.Registry, r.kernel, file)
 	defer r.shutdown()
 	// The device first: a kernel without ipip fails at once and clearly.
 	if _, err := r.kernel.EnsureDevice(cfg.IPIP, r.nodeIP); err != nil {
@@ -54,18 +54,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if cfg.ServerPortHTTP > 0 {
-		if err := r.metrics.serve(ctx, ":"+strconv.Itoa(cfg.ServerPortHTTP), log); err != nil {
-			return err
-		}
+	// The server ends with Run, also when it fails before ctx ends.
+	sctx, stopServing := context.WithCancel(ctx)
+	wait, err := proc.Serve(sctx, cfg.ServerPortHTTP, log)
+	if err != nil {
+		stopServing()
+		return err
 	}
-	trigger := make(chan struct{}, 1)
-	kick := func() {
-		select {
-		case trigger <- struct{}{}:
-		default:
-		}
-	}
+	defer func() {
+		stopServing()
+		wait()
+	}()
+	trigger := runtime.NewTrigger()
+	kick := trigger.Kick
 	if r.links, err = kube.WatchLinks(ctx, clients.Dynamic, kick); err != nil {
 		return err
 	}
@@ -73,26 +74,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("watching", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "table", cfg.Table(), "encapsulation", cfg.Encapsulation(), "resync", cfg.Resync)
-	tick := time.NewTicker(cfg.Resync)
-	defer tick.Stop()
-	for {
-		start := time.Now()
-		err := r.reconcile()
-		r.metrics.duration.Observe(time.Since(start).Seconds())
-		if err != nil {
-			r.metrics.reconciles.WithLabelValues("error").Inc()
-			log.Error("reconcile", "err", err)
-		} else {
-			r.metrics.reconciles.WithLabelValues("ok").Inc()
-			r.metrics.ready.Store(true)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-trigger:
-		case <-tick.C:
-		}
-	}
+	loop := &runtime.Loop{Trigger: trigger, Period: cfg.Resync, Metrics: r.metrics.loop, Log: log,
+		Reconcile: func(context.Context) error { return r.reconcile() }, OK: func() { proc.SetReady(true) }}
+	loop.Run(ctx)
+	return nil
 }
 
 // router is the running router's state.
