@@ -19,7 +19,13 @@ import (
 // Chain names of the MeshService NAT.
 const (
 	ChainDNAT = "dnat-prerouting"
-	ChainMasq = "dnat-postrouting"
+	// ChainRoundRobin holds the rules of the forwards with several
+	// targets, jumped to from ChainDNAT. A chain of its own, so a change
+	// of a one-target forward does not reload those rules with their
+	// anonymous maps (~200 ms for a thousand) and the other way round:
+	// only changed chains are rewritten (nftable).
+	ChainRoundRobin = "dnat-roundrobin"
+	ChainMasq       = "dnat-postrouting"
 	// setMasq holds every MeshService target address; DNATed connections
 	// to one of them are masqueraded when they leave through another
 	// device than the tunnel.
@@ -77,8 +83,10 @@ const (
 // on every table replacement, and a hash lookup instead of a linear walk
 // for each new connection. Each element carries the forward's comment.
 // Round robin needs a counter of its own per forward (numgen state lives
-// in the expression), so forwards with several targets keep one rule each,
-// after the maps.
+// in the expression; a map shared by such rules would need a key type nft
+// cannot list and load back), so forwards with several targets keep one
+// rule each, in the regular chain dnat-roundrobin that dnat-prerouting
+// jumps to after the maps (returned first: jump targets precede jumps).
 //
 // Forwards must not conflict, as mesh.ResolveServices guarantees; of
 // conflicting ones the first keeps its claim as there: a repeated
@@ -97,7 +105,7 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 	ports := nftable.Set{Name: mapPorts, IsMap: true, Concatenation: true, KeyType: portsKey, DataType: portsData,
 		Elements: make([]nftables.SetElement, 0, len(forwards))}
 	addrMap := nftable.Set{Name: mapAddrs, IsMap: true, KeyType: nftables.TypeIPAddr, DataType: nftables.TypeIPAddr}
-	var rr []nftable.Rule
+	rr := nftable.Chain{Name: ChainRoundRobin}
 	// The table is rebuilt on every reconcile, so this loop runs for every
 	// MeshService forward each time: IPv4 claims are packed into integers
 	// (address, protocol, port), and the elements' keys and values share
@@ -150,7 +158,7 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 			})
 			continue
 		}
-		rr = append(rr, roundRobin(&pre, i, f, a, proto))
+		rr.Rules = append(rr.Rules, roundRobin(&rr, i, f, a, proto))
 	}
 	if len(ports.Elements) > 0 {
 		pre.Sets = append(pre.Sets, ports)
@@ -176,7 +184,14 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 			},
 		})
 	}
-	pre.Rules = append(pre.Rules, rr...)
+	var chains []nftable.Chain
+	if len(rr.Rules) > 0 {
+		chains = append(chains, rr)
+		pre.Rules = append(pre.Rules, nftable.Rule{
+			Comment: "MeshService forwards with several targets",
+			Exprs:   []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainRoundRobin}},
+		})
+	}
 	if len(pre.Rules) == 0 {
 		return nil
 	}
@@ -209,13 +224,13 @@ func DNAT(device string, forwards []Forward) []nftable.Chain {
 			},
 		}},
 	}
-	return []nftable.Chain{pre, post}
+	return append(chains, pre, post)
 }
 
 // roundRobin is the rule of forward i with several targets: a counter of
 // its own picks the target (address, or address . port) from an anonymous
-// map, which it adds to pre.
-func roundRobin(pre *nftable.Chain, i int, f Forward, a [4]byte, proto byte) nftable.Rule {
+// map, which it adds to ch.
+func roundRobin(ch *nftable.Chain, i int, f Forward, a [4]byte, proto byte) nftable.Rule {
 	exprs := []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: a[:]},
@@ -242,7 +257,7 @@ func roundRobin(pre *nftable.Chain, i int, f Forward, a [4]byte, proto byte) nft
 		}
 		m.Elements = append(m.Elements, nftables.SetElement{Key: binaryutil.NativeEndian.PutUint32(uint32(j)), Val: val})
 	}
-	pre.Sets = append(pre.Sets, m)
+	ch.Sets = append(ch.Sets, m)
 	nat := &expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}
 	if withPort {
 		nat.RegProtoMin, nat.Specified = reg32b, true

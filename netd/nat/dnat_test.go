@@ -40,21 +40,27 @@ func TestDNATChains(t *testing.T) {
 		fwd("default/web", "192.168.7.50", "", 0, "10.98.0.2"),
 		fwd("default/lb", "192.168.7.1", "TCP", 8080, "10.98.0.2:80", "10.98.0.3:81"),
 	})
-	if len(chains) != 2 || chains[0].Name != nat.ChainDNAT || chains[1].Name != nat.ChainMasq {
+	// The round robin chain comes first: dnat-prerouting jumps to it.
+	if len(chains) != 3 || chains[0].Name != nat.ChainRoundRobin || chains[1].Name != nat.ChainDNAT || chains[2].Name != nat.ChainMasq {
 		t.Fatalf("chains: %+v", chains)
 	}
-	pre := chains[0]
+	rr, pre := chains[0], chains[1]
 	// The whole address with one target is an element of the address map
-	// (one rule); the round robin forward has a rule of its own.
-	if len(pre.Rules) != 2 {
-		t.Fatalf("want 2 DNAT rules, got %d", len(pre.Rules))
+	// (one rule), then the jump to the round robin rules.
+	if len(pre.Rules) != 2 || len(pre.Sets) != 1 || pre.Sets[0].Name != "dnat-addrs" || len(pre.Sets[0].Elements) != 1 {
+		t.Fatalf("want the address map rule with 1 element and the jump: %+v", pre)
 	}
-	if len(pre.Sets) != 2 || !pre.Sets[0].IsMap || !pre.Sets[0].Anonymous || len(pre.Sets[0].Elements) != 2 ||
-		pre.Sets[1].Name != "dnat-addrs" || len(pre.Sets[1].Elements) != 1 {
-		t.Fatalf("want the round robin map of 2 elements and the address map of 1: %+v", pre.Sets)
+	if v, ok := pre.Rules[1].Exprs[0].(*expr.Verdict); !ok || v.Chain != nat.ChainRoundRobin {
+		t.Fatalf("no jump to %s: %+v", nat.ChainRoundRobin, pre.Rules[1])
+	}
+	if c := pre.Sets[0].Elements[0].Comment; !strings.Contains(c, "default/web") {
+		t.Fatalf("element comment %q does not name the MeshService", c)
+	}
+	if len(rr.Rules) != 1 || len(rr.Sets) != 1 || !rr.Sets[0].IsMap || !rr.Sets[0].Anonymous || len(rr.Sets[0].Elements) != 2 {
+		t.Fatalf("want one round robin rule with an address . port map of 2 elements: %+v", rr)
 	}
 	var numgen bool
-	for _, e := range pre.Rules[1].Exprs {
+	for _, e := range rr.Rules[0].Exprs {
 		if n, ok := e.(*expr.Numgen); ok && n.Modulus == 2 {
 			numgen = true
 		}
@@ -62,13 +68,10 @@ func TestDNATChains(t *testing.T) {
 	if !numgen {
 		t.Fatalf("two targets without numgen mod 2")
 	}
-	if !strings.Contains(pre.Rules[1].Comment, "default/lb") {
-		t.Fatalf("comment %q does not name the MeshService", pre.Rules[1].Comment)
+	if !strings.Contains(rr.Rules[0].Comment, "default/lb") {
+		t.Fatalf("comment %q does not name the MeshService", rr.Rules[0].Comment)
 	}
-	if c := pre.Sets[1].Elements[0].Comment; !strings.Contains(c, "default/web") {
-		t.Fatalf("element comment %q does not name the MeshService", c)
-	}
-	if got := len(chains[1].Sets[0].Elements); got != 2 {
+	if got := len(chains[2].Sets[0].Elements); got != 2 {
 		t.Fatalf("masquerade set: want 2 addresses, got %d", got)
 	}
 }
@@ -216,5 +219,44 @@ func TestDNATKernel(t *testing.T) {
 	}
 	if out, err := exec.Command("ip", "netns", "exec", g, "nft", "list", "table", "ip", nftable.TableName).CombinedOutput(); err == nil {
 		t.Fatalf("table still there:\n%s", out)
+	}
+}
+
+// Many forwards with one target cost two rules, whatever their number;
+// conflicting forwards keep the first claim, as mesh.ResolveServices does.
+func TestDNATMaps(t *testing.T) {
+	var fs []nat.Forward
+	for i := 0; i < 1000; i++ {
+		fs = append(fs, fwd(fmt.Sprintf("default/p%d", i), "192.168.7.1", "TCP", uint16(10000+i), fmt.Sprintf("10.98.%d.%d:80", i/250, i%250+1)))
+	}
+	fs = append(fs,
+		fwd("default/udp", "192.168.7.1", "UDP", 10000, "10.98.9.1"),
+		fwd("default/whole", "192.168.7.9", "", 0, "10.98.9.2"),
+		fwd("default/dup", "192.168.7.1", "TCP", 10000, "10.98.9.3:80"),          // same key as p0
+		fwd("default/shadowed", "192.168.7.9", "TCP", 80, "10.98.9.4:80"),        // address forwarded whole before
+		fwd("default/late-whole", "192.168.7.1", "", 0, "10.98.9.5"),             // address has ports before
+		fwd("default/rr", "192.168.7.2", "TCP", 80, "10.98.9.6:80", "10.98.9.7"), // round robin
+	)
+	chains := nat.DNAT("kubelink", fs)
+	if len(chains) != 3 {
+		t.Fatalf("want the round robin, DNAT and masquerade chains, got %d", len(chains))
+	}
+	rr, pre, post := chains[0], chains[1], chains[2]
+	if len(pre.Rules) != 3 || len(rr.Rules) != 1 {
+		t.Fatalf("want 3 DNAT rules (ports map, address map, jump) and 1 round robin rule, got %d and %d", len(pre.Rules), len(rr.Rules))
+	}
+	sizes := map[string]int{}
+	for _, s := range pre.Sets {
+		sizes[s.Name] = len(s.Elements)
+	}
+	if sizes["dnat-ports"] != 1001 || sizes["dnat-addrs"] != 1 {
+		t.Fatalf("map sizes: %v", sizes)
+	}
+	if got := len(post.Sets[0].Elements); got != 1004 {
+		t.Fatalf("masquerade set: want the 1,004 targets of the kept forwards, got %d", got)
+	}
+	// Without round robin forwards there is no round robin chain.
+	if got := nat.DNAT("kubelink", fs[:1000]); len(got) != 2 || got[0].Name != nat.ChainDNAT || len(got[0].Rules) != 1 {
+		t.Fatalf("one-target forwards only: %+v", got)
 	}
 }
