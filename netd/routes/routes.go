@@ -169,17 +169,6 @@ func (m *Manager) SyncDevice(addrs []netip.Addr, routes []Route) (Changes, error
 	})
 }
 
-// List returns the manager's routes in Table.
-func (m *Manager) List() ([]netlink.Route, error) {
-	var out []netlink.Route
-	_, err := m.run(func(s *session) error {
-		var err error
-		out, err = s.list(m.table())
-		return err
-	})
-	return out, err
-}
-
 // session is one call's netlink socket, device and changes.
 type session struct {
 	m    *Manager
