@@ -204,9 +204,6 @@ func (m *Manager) run(fn func(*session) error) (Changes, error) {
 		}
 	}
 	err := fn(s)
-	if rs, lerr := s.list(m.table()); lerr == nil {
-		m.lastRoutes = len(rs)
-	}
 	return s.ch, err
 }
 
@@ -336,6 +333,8 @@ func (s *session) sync(want []Route, hold bool) error {
 		if err := s.syncRoutes(want); err != nil {
 			errs = append(errs, err)
 		}
+	} else if rs, err := s.list(m.table()); err == nil {
+		m.lastRoutes = len(rs)
 	}
 	if r := m.wantRule(); r != nil {
 		if err := s.ensureRule(*r); err != nil {
@@ -470,6 +469,7 @@ func (s *session) syncRoutes(want []Route) error {
 			s.ch.Added++
 		}
 	}
+	m.lastRoutes = len(exists)
 	m.rec.Routes = slices.DeleteFunc(m.rec.Routes, func(r RouteRef) bool { return r.Table == table })
 	for d := range exists {
 		m.rec.Routes = append(m.rec.Routes, RouteRef{Table: table, Dst: d})
