@@ -16,7 +16,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
-	"github.com/kubelink/kubelink/plugin/source"
+	"github.com/kubelink/kubelink/api/watch"
 )
 
 const pluginName = "kubelink"
@@ -51,7 +51,7 @@ func setup(c *caddy.Controller) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := src.Run(ctx, ctl.update); err != nil && !errors.Is(err, context.Canceled) {
+			if err := src.Run(ctx, func(s watch.Snapshot) { ctl.update(s.KubeLinks) }); err != nil && !errors.Is(err, context.Canceled) {
 				log.Errorf("source stopped: %v", err)
 			}
 		}()
@@ -70,16 +70,19 @@ func setup(c *caddy.Controller) error {
 	return nil
 }
 
-func (cfg *config) source() (source.Source, error) {
+func (cfg *config) source() (watch.Source, error) {
 	if cfg.manifests != "" {
-		return &source.Dir{Path: cfg.manifests, OnError: func(err error) { log.Warningf("manifests: %v", err) }}, nil
+		return &watch.Dir{Path: cfg.manifests, OnError: func(err error) { log.Warningf("manifests: %v", err) }}, nil
 	}
-	rc, err := source.RestConfig(cfg.kubeconfig, cfg.kubeContext)
+	rc, err := watch.LocalConfig(cfg.kubeconfig, cfg.kubeContext)
 	if err != nil {
 		return nil, err
 	}
-	rc.UserAgent = "coredns-kubelink"
-	return &source.Kube{Config: rc, OnError: func(err error) { log.Warningf("%v", err) }}, nil
+	clients, err := watch.NewClients(rc, "coredns-kubelink")
+	if err != nil {
+		return nil, err
+	}
+	return &watch.Kube{Clients: clients, Needs: watch.Needs{KubeLinks: true}, OnError: func(err error) { log.Warningf("%v", err) }}, nil
 }
 
 // controller turns snapshots of the objects into indexes.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/api/watch"
 	"github.com/kubelink/kubelink/netd/kube"
 	"github.com/kubelink/kubelink/netd/leader"
 	"github.com/kubelink/kubelink/netd/linkstate"
@@ -35,7 +36,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	clients, err := kube.NewClients(cfg.Kubeconfig)
+	rc, err := watch.LocalConfig(cfg.Kubeconfig, "")
+	if err != nil {
+		return err
+	}
+	clients, err := watch.NewClients(rc, "kubelink-netd")
 	if err != nil {
 		return err
 	}
@@ -92,12 +97,14 @@ type observe struct {
 
 // broker is the active gateway's state.
 type broker struct {
-	cfg      *Config
-	clients  *kube.Clients
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	watcher  *kube.LinkWatcher
-	services *kube.ServiceWatcher
+	cfg     *Config
+	clients *watch.Clients
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	// cache is the KubeLinks, MeshServices and Services; watcher its
+	// KubeLink view.
+	cache    *watch.Cache
+	watcher  watch.KubeLinkView
 	tun      tunnel.Tunnel
 	dp       *Dataplane
 	tracker  *linkstate.Tracker
@@ -112,7 +119,7 @@ type broker struct {
 	decap *vxlan.Gateway
 }
 
-func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, o *observe, log *slog.Logger) error {
+func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *observe, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b := &broker{
@@ -128,14 +135,19 @@ func runActive(ctx context.Context, cfg *Config, clients *kube.Clients, o *obser
 	}
 	trigger := runtime.NewTrigger()
 	kick := trigger.Kick
-	w, err := kube.WatchLinks(ctx, clients.Dynamic, kick)
+	// The informers end with runActive (a lost lease ends only it).
+	wctx, stopWatching := context.WithCancel(ctx)
+	c, err := watch.Start(wctx, clients, watch.Needs{KubeLinks: true, MeshServices: true, Services: true}, kick,
+		func(err error) { log.Warn("skipping an object", "err", err) })
 	if err != nil {
+		stopWatching()
 		return err
 	}
-	b.watcher = w
-	if b.services, err = kube.WatchServices(ctx, clients.Dynamic, clients.Core, kick); err != nil {
-		return err
-	}
+	defer func() {
+		stopWatching()
+		c.Wait()
+	}()
+	b.cache, b.watcher = c, c.KubeLinks()
 	if err := b.openTunnel(ctx, kick); err != nil {
 		return err
 	}
@@ -219,7 +231,7 @@ func (b *broker) privateKey(ctx context.Context) (wgkey.Key, error) {
 // reconcile brings device, routes, nftables and status to the level the
 // KubeLinks and MeshServices describe.
 func (b *broker) reconcile(ctx context.Context) error {
-	out, err := b.dp.Reconcile(ctx, b.watcher.List(), b.services.List(), b.services.Service)
+	out, err := b.dp.Reconcile(ctx, b.watcher.List(), b.cache.MeshServices().List(), b.cache.Service)
 	b.linkErrs = out.LinkErrs
 	b.metrics.TableWrites.Set(float64(b.dp.table.Writes()))
 	if w, ok := b.tun.(interface{ Writes() int }); ok {
@@ -240,7 +252,7 @@ func (b *broker) updateServiceStatus(ctx context.Context, plans []*mesh.ServiceP
 	for _, p := range plans {
 		key := p.Namespace + "/" + p.Name
 		seen[key] = true
-		cur := b.services.Get(p.Namespace, p.Name)
+		cur := b.cache.MeshServices().Get(p.Namespace, p.Name)
 		if cur == nil {
 			continue
 		}

@@ -1,5 +1,7 @@
-// Package kube is netd's access to the cluster: client configuration, the
-// KubeLink informer, the key/certificate secret, status writes and events.
+// Package kube is what netd writes to the cluster: KubeLink and MeshService
+// status, spec.dns and auto-connected KubeLinks, the key/certificate
+// secret, and events. Reading — clients and informers — is package
+// api/watch, shared with the CoreDNS plugin.
 package kube
 
 import (
@@ -7,9 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,52 +18,17 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	clientscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/api/watch"
 )
 
 // KubeLinks is the resource of KubeLink objects.
-var KubeLinks = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.KubeLinkResource)
-
-// Clients bundles the clients netd uses.
-type Clients struct {
-	Config  *rest.Config
-	Core    kubernetes.Interface
-	Dynamic dynamic.Interface
-}
-
-// NewClients loads the kubeconfig (in-cluster config when empty).
-func NewClients(kubeconfig string) (*Clients, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loading kubeconfig %q: %w", kubeconfig, err)
-	}
-	cfg.UserAgent = "kubelink-netd"
-	core, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("creating client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("creating dynamic client: %w", err)
-	}
-	return &Clients{Config: cfg, Core: core, Dynamic: dyn}, nil
-}
+var KubeLinks = watch.KubeLinks
 
 // Namespace is the namespace netd runs in: $POD_NAMESPACE, else the
 // in-cluster service account's, else "default".
@@ -83,66 +48,6 @@ func SplitRef(ref string) (ns, name string) {
 		return ref[:i], ref[i+1:]
 	}
 	return Namespace(), ref
-}
-
-// LinkWatcher keeps KubeLinks in an informer cache and calls back on every
-// change.
-type LinkWatcher struct {
-	informer cache.SharedIndexInformer
-}
-
-// WatchLinks starts the informer and waits for its cache to sync.
-func WatchLinks(ctx context.Context, dyn dynamic.Interface, onChange func()) (*LinkWatcher, error) {
-	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
-	inf := f.ForResource(KubeLinks).Informer()
-	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { onChange() },
-		UpdateFunc: func(any, any) { onChange() },
-		DeleteFunc: func(any) { onChange() },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("watching KubeLinks: %w", err)
-	}
-	go inf.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return nil, fmt.Errorf("KubeLink cache did not sync: %w", ctx.Err())
-	}
-	return &LinkWatcher{informer: inf}, nil
-}
-
-// List returns the cached KubeLinks (deep copies) sorted by name.
-func (w *LinkWatcher) List() []*v1alpha1.KubeLink {
-	var out []*v1alpha1.KubeLink
-	for _, o := range w.informer.GetStore().List() {
-		u, ok := o.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
-		l := &v1alpha1.KubeLink{}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, l); err != nil {
-			continue
-		}
-		out = append(out, l)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// Get returns a cached KubeLink or nil.
-func (w *LinkWatcher) Get(name string) *v1alpha1.KubeLink {
-	o, ok, err := w.informer.GetStore().GetByKey(name)
-	if err != nil || !ok {
-		return nil
-	}
-	u, ok := o.(*unstructured.Unstructured)
-	if !ok {
-		return nil
-	}
-	l := &v1alpha1.KubeLink{}
-	if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, l) != nil {
-		return nil
-	}
-	return l
 }
 
 // PatchStatus writes a KubeLink's status (merge patch on the status
@@ -250,86 +155,7 @@ func Recorder(ctx context.Context, core kubernetes.Interface, component string) 
 }
 
 // MeshServices is the resource of MeshService objects.
-var MeshServices = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)
-
-// ServiceWatcher keeps MeshServices and the Services they may point at in
-// informer caches and calls back on every change.
-type ServiceWatcher struct {
-	meshServices cache.SharedIndexInformer
-	services     cache.SharedIndexInformer
-}
-
-// WatchServices starts both informers (all namespaces) and waits for them
-// to sync.
-func WatchServices(ctx context.Context, dyn dynamic.Interface, core kubernetes.Interface, onChange func()) (*ServiceWatcher, error) {
-	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { onChange() },
-		UpdateFunc: func(any, any) { onChange() },
-		DeleteFunc: func(any) { onChange() },
-	}
-	df := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 10*time.Minute)
-	ms := df.ForResource(MeshServices).Informer()
-	if _, err := ms.AddEventHandler(h); err != nil {
-		return nil, fmt.Errorf("watching MeshServices: %w", err)
-	}
-	sf := informers.NewSharedInformerFactory(core, 10*time.Minute)
-	svc := sf.Core().V1().Services().Informer()
-	if _, err := svc.AddEventHandler(h); err != nil {
-		return nil, fmt.Errorf("watching Services: %w", err)
-	}
-	go ms.Run(ctx.Done())
-	go svc.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), ms.HasSynced, svc.HasSynced) {
-		return nil, fmt.Errorf("MeshService/Service caches did not sync: %w", ctx.Err())
-	}
-	return &ServiceWatcher{meshServices: ms, services: svc}, nil
-}
-
-// List returns the cached MeshServices (deep copies) sorted by
-// namespace/name.
-func (w *ServiceWatcher) List() []*v1alpha1.MeshService {
-	var out []*v1alpha1.MeshService
-	for _, o := range w.meshServices.GetStore().List() {
-		if ms := toMeshService(o); ms != nil {
-			out = append(out, ms)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name
-	})
-	return out
-}
-
-// Get returns a cached MeshService or nil.
-func (w *ServiceWatcher) Get(namespace, name string) *v1alpha1.MeshService {
-	o, ok, err := w.meshServices.GetStore().GetByKey(namespace + "/" + name)
-	if err != nil || !ok {
-		return nil
-	}
-	return toMeshService(o)
-}
-
-// Service returns a cached Service or nil (mesh.ServiceLookup).
-func (w *ServiceWatcher) Service(namespace, name string) *corev1.Service {
-	o, ok, err := w.services.GetStore().GetByKey(namespace + "/" + name)
-	if err != nil || !ok {
-		return nil
-	}
-	s, _ := o.(*corev1.Service)
-	return s
-}
-
-func toMeshService(o any) *v1alpha1.MeshService {
-	u, ok := o.(*unstructured.Unstructured)
-	if !ok {
-		return nil
-	}
-	ms := &v1alpha1.MeshService{}
-	if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ms) != nil {
-		return nil
-	}
-	return ms
-}
+var MeshServices = watch.MeshServices
 
 // PatchServiceStatus writes a MeshService's status (merge patch on the
 // status subresource; targets are replaced as a whole).

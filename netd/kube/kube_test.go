@@ -10,10 +10,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/api/watch"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
-// TestAgainstAPIServer runs the secret, informer and status helpers
+// TestAgainstAPIServer runs the secret and status helpers, read back
+// through api/watch,
 // against a real apiserver.
 func TestAgainstAPIServer(t *testing.T) {
 	if testing.Short() {
@@ -25,7 +27,11 @@ func TestAgainstAPIServer(t *testing.T) {
 	if _, err := e.InstallCRDs(ctx, testenv.CRDDir()); err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewClients(e.Kubeconfig)
+	rc, err := watch.LocalConfig(e.Kubeconfig, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := watch.NewClients(rc, "kubelink-netd-test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,10 +61,13 @@ func TestAgainstAPIServer(t *testing.T) {
 	}
 
 	changes := make(chan struct{}, 100)
-	w, err := WatchLinks(ctx, c.Dynamic, func() { changes <- struct{}{} })
+	wctx, stop := context.WithCancel(ctx)
+	cache, err := watch.Start(wctx, c, watch.Needs{KubeLinks: true}, func() { changes <- struct{}{} }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { stop(); cache.Wait() }()
+	w := cache.KubeLinks()
 	l := &v1alpha1.KubeLink{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: v1alpha1.KubeLinkSpec{ClusterAddress: "192.168.0.12/24", CIDR: "100.64.2.0/24", Endpoint: "gw-b.example"}}
 	if err := CreateLink(ctx, c.Dynamic, l); err != nil {
 		t.Fatal(err)

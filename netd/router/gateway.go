@@ -1,18 +1,11 @@
 package router
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
-	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 )
 
 // Gateway states.
@@ -78,56 +71,4 @@ func ResolveGateway(lease *coordinationv1.Lease, pod func(name string) *corev1.P
 		g.HostIP = h
 	}
 	return g
-}
-
-// gatewayWatcher keeps the lease and the pods of its namespace in informer
-// caches, so finding the gateway never calls the API.
-type gatewayWatcher struct {
-	namespace, name string
-	leases          cache.Indexer
-	pods            cache.Indexer
-}
-
-// watchGateway starts informers on the Lease (only that one, by field
-// selector) and on the pods of its namespace, and waits for their caches.
-func watchGateway(ctx context.Context, core kubernetes.Interface, namespace, name string, onChange func()) (*gatewayWatcher, error) {
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { onChange() },
-		UpdateFunc: func(any, any) { onChange() },
-		DeleteFunc: func(any) { onChange() },
-	}
-	lf := informers.NewSharedInformerFactoryWithOptions(core, 10*time.Minute, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		}))
-	pf := informers.NewSharedInformerFactoryWithOptions(core, 10*time.Minute, informers.WithNamespace(namespace))
-	li := lf.Coordination().V1().Leases().Informer()
-	pi := pf.Core().V1().Pods().Informer()
-	for _, inf := range []cache.SharedIndexInformer{li, pi} {
-		if _, err := inf.AddEventHandler(handler); err != nil {
-			return nil, fmt.Errorf("watching the gateway lease: %w", err)
-		}
-	}
-	lf.Start(ctx.Done())
-	pf.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), li.HasSynced, pi.HasSynced) {
-		return nil, fmt.Errorf("lease %s/%s and pod caches did not sync: %w", namespace, name, ctx.Err())
-	}
-	return &gatewayWatcher{namespace: namespace, name: name, leases: li.GetIndexer(), pods: pi.GetIndexer()}, nil
-}
-
-// Current resolves the gateway from the caches.
-func (w *gatewayWatcher) Current() Gateway {
-	var lease *coordinationv1.Lease
-	if o, ok, _ := w.leases.GetByKey(w.namespace + "/" + w.name); ok {
-		lease, _ = o.(*coordinationv1.Lease)
-	}
-	return ResolveGateway(lease, func(name string) *corev1.Pod {
-		o, ok, _ := w.pods.GetByKey(w.namespace + "/" + name)
-		if !ok {
-			return nil
-		}
-		p, _ := o.(*corev1.Pod)
-		return p
-	})
 }

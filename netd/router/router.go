@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/kubelink/kubelink/api/mesh"
-	"github.com/kubelink/kubelink/netd/kube"
+	"github.com/kubelink/kubelink/api/watch"
 	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
@@ -50,7 +50,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if _, err := r.kernel.EnsureDevice(cfg.IPIP, r.nodeIP); err != nil {
 		return err
 	}
-	clients, err := kube.NewClients(cfg.Kubeconfig)
+	rc, err := watch.LocalConfig(cfg.Kubeconfig, "")
+	if err != nil {
+		return err
+	}
+	clients, err := watch.NewClients(rc, "kubelink-netd")
 	if err != nil {
 		return err
 	}
@@ -67,12 +71,20 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}()
 	trigger := runtime.NewTrigger()
 	kick := trigger.Kick
-	if r.links, err = kube.WatchLinks(ctx, clients.Dynamic, kick); err != nil {
+	// The KubeLinks, the broker's Lease and the pods of its namespace
+	// (the holder's IPs), so finding the gateway never calls the API.
+	wctx, stopWatching := context.WithCancel(ctx)
+	c, err := watch.Start(wctx, clients, watch.Needs{KubeLinks: true, Lease: watch.Ref{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},
+		PodNamespace: cfg.LeaseNamespace}, kick, func(err error) { log.Warn("skipping an object", "err", err) })
+	if err != nil {
+		stopWatching()
 		return err
 	}
-	if r.gateways, err = watchGateway(ctx, clients.Core, cfg.LeaseNamespace, cfg.LeaseName, kick); err != nil {
-		return err
-	}
+	defer func() {
+		stopWatching()
+		c.Wait()
+	}()
+	r.cache = c
 	log.Info("watching", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "table", cfg.Table(), "encapsulation", cfg.Encapsulation(), "resync", cfg.Resync)
 	loop := &runtime.Loop{Trigger: trigger, Period: cfg.Resync, Metrics: r.metrics.loop, Log: log,
 		Reconcile: func(context.Context) error { return r.reconcile() }, OK: func() { proc.SetReady(true) }}
@@ -82,13 +94,12 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 // router is the running router's state.
 type router struct {
-	cfg      *Config
-	log      *slog.Logger
-	kernel   *Kernel
-	metrics  *metrics
-	links    *kube.LinkWatcher
-	gateways *gatewayWatcher
-	nodeIP   netip.Addr
+	cfg     *Config
+	log     *slog.Logger
+	kernel  *Kernel
+	metrics *metrics
+	cache   *watch.Cache
+	nodeIP  netip.Addr
 
 	// lastGW is the gateway the routes lead to, lastHost its node; kept
 	// while the lease's holder has no IP for a moment.
@@ -117,8 +128,8 @@ type where struct {
 // and brings the kernel there.
 func (r *router) reconcile() error {
 	opts, _ := r.cfg.MeshOptions() // validated
-	dsts := Destinations(mesh.Build(r.links.List(), opts))
-	g := r.gateways.Current()
+	dsts := Destinations(mesh.Build(r.cache.KubeLinks().List(), opts))
+	g := ResolveGateway(r.cache.Lease(), r.cache.Pod)
 	st := r.baseState()
 	w := where{gw: r.lastGW, host: r.lastHost}
 	switch g.State {

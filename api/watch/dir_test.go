@@ -1,4 +1,4 @@
-package source
+package watch
 
 import (
 	"context"
@@ -63,9 +63,9 @@ func TestDirWatch(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = (&Dir{Path: dir, Interval: 50 * time.Millisecond}).Run(ctx, func(objs []*v1alpha1.KubeLink) {
+		_ = (&Dir{Path: dir, Interval: 50 * time.Millisecond}).Run(ctx, func(s Snapshot) {
 			mu.Lock()
-			got = append(got, objs)
+			got = append(got, s.KubeLinks)
 			mu.Unlock()
 		})
 	}()

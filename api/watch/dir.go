@@ -1,4 +1,4 @@
-package source
+package watch
 
 import (
 	"bytes"
@@ -18,7 +18,8 @@ import (
 	"github.com/kubelink/kubelink/api/v1alpha1"
 )
 
-// Dir reads KubeLink objects (status included) from the *.yaml, *.yml and
+// Dir is the Source of a directory of manifests (CoreDNS's "manifests DIR"):
+// it reads KubeLink objects (status included) from the *.yaml, *.yml and
 // *.json files of a directory. It polls: a stat of a handful of files every
 // Interval is cheap and, unlike inotify, also works on ConfigMap volumes
 // whose files are swapped through symlinks.
@@ -37,7 +38,7 @@ type fileStamp struct {
 }
 
 // Run implements Source.
-func (d *Dir) Run(ctx context.Context, update func([]*v1alpha1.KubeLink)) error {
+func (d *Dir) Run(ctx context.Context, update func(Snapshot)) error {
 	interval := d.Interval
 	if interval <= 0 {
 		interval = 500 * time.Millisecond
@@ -53,7 +54,7 @@ func (d *Dir) Run(ctx context.Context, update func([]*v1alpha1.KubeLink)) error 
 			objs, err = d.Load()
 			if err == nil {
 				last, first = stamps, false
-				update(objs)
+				update(Snapshot{KubeLinks: objs})
 			}
 		}
 		if err != nil && d.OnError != nil {
@@ -163,7 +164,7 @@ func DecodeKubeLinks(data []byte) ([]*v1alpha1.KubeLink, error) {
 		}
 		for i := range items {
 			it := &items[i]
-			if it.GetKind() != Kind || it.GroupVersionKind().Group != v1alpha1.SchemeGroupVersion.Group {
+			if it.GetKind() != kubeLinkKind || it.GroupVersionKind().Group != v1alpha1.SchemeGroupVersion.Group {
 				continue
 			}
 			kl, err := toKubeLink(it)

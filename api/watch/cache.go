@@ -1,0 +1,291 @@
+package watch
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubelink/kubelink/api/v1alpha1"
+)
+
+// Resources of kubelink's kinds.
+var (
+	KubeLinks    = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.KubeLinkResource)
+	MeshServices = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)
+)
+
+// Ref names one namespaced object.
+type Ref struct{ Namespace, Name string }
+
+// Needs declares what a consumer reads; only those informers run.
+type Needs struct {
+	KubeLinks bool
+	// MeshServices, Services and EndpointSlices: all namespaces.
+	MeshServices   bool
+	Services       bool
+	EndpointSlices bool
+	// Lease, when Name is set: that one Lease (a field-selected watch).
+	Lease Ref
+	// PodNamespace, when set: the pods of that namespace.
+	PodNamespace string
+	// Resync is the informers' resync period (0: 10 minutes).
+	Resync time.Duration
+}
+
+// Cache is the informer caches of what a consumer needs. Every change of
+// any of them calls the one onChange given to Start; consumers coalesce
+// there (netd/runtime.Trigger) and read the views, which return deep
+// copies.
+type Cache struct {
+	links, meshServices, services, slices, leases, pods cache.SharedIndexInformer
+	lease                                               Ref
+	podNamespace                                        string
+	onError                                             func(error)
+	wg                                                  sync.WaitGroup
+}
+
+// Start starts the informers of needs on clients and waits until their
+// caches have synced. They run until ctx ends; Wait waits for them.
+// Objects that do not convert are skipped and reported to onError (nil:
+// dropped).
+func Start(ctx context.Context, c *Clients, needs Needs, onChange func(), onError func(error)) (*Cache, error) {
+	resync := needs.Resync
+	if resync == 0 {
+		resync = 10 * time.Minute
+	}
+	w := &Cache{lease: needs.Lease, podNamespace: needs.PodNamespace, onError: onError}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { onChange() },
+		UpdateFunc: func(any, any) { onChange() },
+		DeleteFunc: func(any) { onChange() },
+	}
+	var started []cache.SharedIndexInformer
+	add := func(what string, inf cache.SharedIndexInformer) (cache.SharedIndexInformer, error) {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return nil, fmt.Errorf("watching %s: %w", what, err)
+		}
+		started = append(started, inf)
+		return inf, nil
+	}
+	var err error
+	if needs.KubeLinks || needs.MeshServices {
+		df := dynamicinformer.NewDynamicSharedInformerFactory(c.Dynamic, resync)
+		if needs.KubeLinks {
+			if w.links, err = add("KubeLinks", df.ForResource(KubeLinks).Informer()); err != nil {
+				return nil, err
+			}
+		}
+		if needs.MeshServices {
+			if w.meshServices, err = add("MeshServices", df.ForResource(MeshServices).Informer()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if needs.Services || needs.EndpointSlices {
+		f := informers.NewSharedInformerFactory(c.Core, resync)
+		if needs.Services {
+			if w.services, err = add("Services", f.Core().V1().Services().Informer()); err != nil {
+				return nil, err
+			}
+		}
+		if needs.EndpointSlices {
+			if w.slices, err = add("EndpointSlices", f.Discovery().V1().EndpointSlices().Informer()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if needs.Lease.Name != "" {
+		lf := informers.NewSharedInformerFactoryWithOptions(c.Core, resync, informers.WithNamespace(needs.Lease.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", needs.Lease.Name).String()
+			}))
+		if w.leases, err = add("Lease "+needs.Lease.Namespace+"/"+needs.Lease.Name, lf.Coordination().V1().Leases().Informer()); err != nil {
+			return nil, err
+		}
+	}
+	if needs.PodNamespace != "" {
+		pf := informers.NewSharedInformerFactoryWithOptions(c.Core, resync, informers.WithNamespace(needs.PodNamespace))
+		if w.pods, err = add("pods in "+needs.PodNamespace, pf.Core().V1().Pods().Informer()); err != nil {
+			return nil, err
+		}
+	}
+	synced := make([]cache.InformerSynced, 0, len(started))
+	for _, inf := range started {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			inf.RunWithContext(ctx)
+		}()
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return nil, fmt.Errorf("caches did not sync: %w", ctx.Err())
+	}
+	return w, nil
+}
+
+// Wait waits for the informers to stop (after Start's ctx ended).
+func (w *Cache) Wait() { w.wg.Wait() }
+
+func (w *Cache) reportErr(err error) {
+	if w.onError != nil {
+		w.onError(err)
+	}
+}
+
+// Snapshot is a consistent-enough copy of what a consumer reads: every
+// list sorted, every object a deep copy.
+type Snapshot struct {
+	KubeLinks    []*v1alpha1.KubeLink
+	MeshServices []*v1alpha1.MeshService
+}
+
+// Snapshot copies the KubeLinks and MeshServices (when needed).
+func (w *Cache) Snapshot() Snapshot {
+	return Snapshot{KubeLinks: w.KubeLinks().List(), MeshServices: w.MeshServices().List()}
+}
+
+// KubeLinkView reads the cached KubeLinks.
+type KubeLinkView struct{ w *Cache }
+
+// KubeLinks is the KubeLink view (empty unless needed).
+func (w *Cache) KubeLinks() KubeLinkView { return KubeLinkView{w} }
+
+// List returns the KubeLinks sorted by name.
+func (v KubeLinkView) List() []*v1alpha1.KubeLink {
+	if v.w.links == nil {
+		return nil
+	}
+	items := v.w.links.GetStore().List()
+	out := make([]*v1alpha1.KubeLink, 0, len(items))
+	for _, o := range items {
+		if l := convert[v1alpha1.KubeLink](v.w, "KubeLink", o); l != nil {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Get returns a KubeLink or nil.
+func (v KubeLinkView) Get(name string) *v1alpha1.KubeLink {
+	if v.w.links == nil {
+		return nil
+	}
+	o, ok, err := v.w.links.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return nil
+	}
+	return convert[v1alpha1.KubeLink](v.w, "KubeLink", o)
+}
+
+// MeshServiceView reads the cached MeshServices.
+type MeshServiceView struct{ w *Cache }
+
+// MeshServices is the MeshService view (empty unless needed).
+func (w *Cache) MeshServices() MeshServiceView { return MeshServiceView{w} }
+
+// List returns the MeshServices sorted by namespace/name.
+func (v MeshServiceView) List() []*v1alpha1.MeshService {
+	if v.w.meshServices == nil {
+		return nil
+	}
+	items := v.w.meshServices.GetStore().List()
+	out := make([]*v1alpha1.MeshService, 0, len(items))
+	for _, o := range items {
+		if ms := convert[v1alpha1.MeshService](v.w, "MeshService", o); ms != nil {
+			out = append(out, ms)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// Get returns a MeshService or nil.
+func (v MeshServiceView) Get(namespace, name string) *v1alpha1.MeshService {
+	if v.w.meshServices == nil {
+		return nil
+	}
+	o, ok, err := v.w.meshServices.GetStore().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	return convert[v1alpha1.MeshService](v.w, "MeshService", o)
+}
+
+// Service returns a cached Service or nil (the cache's object: read only;
+// it is a mesh.ServiceLookup).
+func (w *Cache) Service(namespace, name string) *corev1.Service {
+	return get[corev1.Service](w.services, namespace+"/"+name)
+}
+
+// EndpointSlices returns the cached EndpointSlices of a Service (read
+// only).
+func (w *Cache) EndpointSlices(namespace, service string) []*discoveryv1.EndpointSlice {
+	if w.slices == nil {
+		return nil
+	}
+	var out []*discoveryv1.EndpointSlice
+	for _, o := range w.slices.GetStore().List() {
+		s, ok := o.(*discoveryv1.EndpointSlice)
+		if ok && s.Namespace == namespace && s.Labels[discoveryv1.LabelServiceName] == service {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Lease returns the watched Lease or nil (read only).
+func (w *Cache) Lease() *coordinationv1.Lease {
+	return get[coordinationv1.Lease](w.leases, w.lease.Namespace+"/"+w.lease.Name)
+}
+
+// Pod returns a cached pod of the watched namespace or nil (read only).
+func (w *Cache) Pod(name string) *corev1.Pod {
+	return get[corev1.Pod](w.pods, w.podNamespace+"/"+name)
+}
+
+func get[T any](inf cache.SharedIndexInformer, key string) *T {
+	if inf == nil {
+		return nil
+	}
+	o, ok, err := inf.GetStore().GetByKey(key)
+	if err != nil || !ok {
+		return nil
+	}
+	t, _ := o.(*T)
+	return t
+}
+
+// convert turns a cached unstructured object into a new typed one.
+func convert[T any](w *Cache, kind string, o any) *T {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return nil
+	}
+	t := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, t); err != nil {
+		w.reportErr(fmt.Errorf("converting %s %s: %w", kind, cache.MetaObjectToName(u), err))
+		return nil
+	}
+	return t
+}
