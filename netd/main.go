@@ -60,12 +60,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "broker":
 		cfg := &broker.Config{}
-		return daemon("broker", args[1:], stderr, cfg.Flags, &cfg.Verbose,
+		return daemon("broker", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
 			func(ctx context.Context, log *slog.Logger) error { return broker.Run(ctx, cfg, log) },
 			func() []any { return []any{"mode", cfg.Mode} })
 	case "router":
 		cfg := &router.Config{}
-		return daemon("router", args[1:], stderr, cfg.Flags, &cfg.Verbose,
+		return daemon("router", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
 			func(ctx context.Context, log *slog.Logger) error { return router.Run(ctx, cfg, log) },
 			func() []any { return []any{"encapsulation", cfg.Encapsulation()} })
 	case "ipforward":
@@ -110,9 +110,10 @@ func ipforward(args []string, stdout, stderr io.Writer) int {
 
 // daemon runs one of netd's long-running roles: flags, a logger (debug
 // with -v), and the role until SIGINT or SIGTERM. attrs are logged at the
-// start.
+// start; ignored names the flags set that the role accepts but does not
+// use (the original manifests pass them), each logged as a warning.
 func daemon(role string, args []string, stderr io.Writer, flags func(*flag.FlagSet), verbose *bool,
-	run func(context.Context, *slog.Logger) error, attrs func() []any) int {
+	ignored func(set map[string]bool) []string, run func(context.Context, *slog.Logger) error, attrs func() []any) int {
 	fs := flag.NewFlagSet("netd "+role, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags(fs)
@@ -125,6 +126,11 @@ func daemon(role string, args []string, stderr io.Writer, flags func(*flag.FlagS
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	log.Info("netd "+role+" starting", append([]any{"version", version}, attrs()...)...)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, w := range ignored(set) {
+		log.Warn(w)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, log); err != nil {

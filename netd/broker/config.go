@@ -83,8 +83,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	c.meshFlags().Register(fs)
 	c.processFlags().Register(fs, 8180)
 	fs.StringVar(&c.PodCIDR, "pod-cidr", "", "pod CIDR; enables pod mode: the gateway in a pod, MeshService DNAT (SNAT to the link address happens in every mode)")
-	fs.StringVar(&c.NodeCIDR, "node-cidr", "", "node CIDR of the cluster (accepted for compatibility; unused)")
-	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of the node the broker runs on (accepted for compatibility; unused)")
+	fs.StringVar(&c.NodeCIDR, "node-cidr", "", "ignored, accepted for the original manifests: SNAT to the link address covers every source")
+	fs.StringVar(&c.NodeIP, "node-ip", "", "ignored (checked), accepted for the original manifests: the routers' VXLAN goes to --vxlan-ip")
 	fs.StringVar(&c.IfceName, "ifce-name", "kubelink", "name of the tunnel device")
 	fs.IntVar(&c.BrokerPort, "broker-port", v1alpha1.DefaultPort, "port the tunnel listens on (UDP for wireguard, TCP for bridge)")
 	fs.IntVar(&c.AdvertisedPort, "advertised-port", 0, "port peers reach us on when it differs from --broker-port (told in the bridge hello)")
@@ -185,6 +185,19 @@ func (c *Config) meshFlags() runtime.MeshFlags {
 
 func (c *Config) processFlags() runtime.ProcessFlags {
 	return runtime.ProcessFlags{Kubeconfig: &c.Kubeconfig, HTTPPort: &c.ServerPortHTTP, Verbose: &c.Verbose}
+}
+
+// Ignored warns about every flag set that the broker accepts for the
+// original kubelink's manifests but does not use, naming what replaces it.
+func (c *Config) Ignored(set map[string]bool) []string {
+	var w []string
+	if set["node-cidr"] {
+		w = append(w, "--node-cidr is ignored: SNAT to the link address covers every source; remove it")
+	}
+	if set["node-ip"] {
+		w = append(w, "--node-ip is ignored by the broker: the node IP the routers' VXLAN goes to is --vxlan-ip (default $POD_IP)")
+	}
+	return append(w, runtime.IgnoredDNSFlags("broker", set)...)
 }
 
 // Serves reports whether this broker serves the link.

@@ -132,6 +132,12 @@ func (c *Config) Validate() error {
 	return err
 }
 
+// Ignored warns about every flag set that the router accepts for the
+// original kubelink's manifests but does not use, naming what replaces it.
+func (c *Config) Ignored(set map[string]bool) []string {
+	return runtime.IgnoredDNSFlags("router", set)
+}
+
 // Encapsulation names the way to the gateway for logs: none, ipip-shared,
 // ipip-configure or vxlan.
 func (c *Config) Encapsulation() string {

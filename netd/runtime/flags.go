@@ -34,8 +34,8 @@ func (m MeshFlags) Register(fs *flag.FlagSet) {
 	}
 	str(m.ClusterName, "cluster-name", "", "local cluster name in the default mesh (without a LocalLink)")
 	str(m.LinkAddress, "link-address", "", "local link address with mesh netmask for the default mesh, e.g. 192.168.0.11/24")
-	str(m.Domain, "mesh-domain", v1alpha1.DefaultMeshDomain, "DNS domain of the default mesh")
-	str(m.GlobalDNS, "meshdns-service-ip", "", "mesh-global DNS service IP of the default mesh")
+	str(m.Domain, "mesh-domain", v1alpha1.DefaultMeshDomain, "ignored, accepted for the original manifests: the mesh's DNS domain is the CoreDNS plugin's mesh-domain option")
+	str(m.GlobalDNS, "meshdns-service-ip", "", "ignored (checked), accepted for the original manifests: the mesh-global DNS is the CoreDNS plugin's meshdns-service-ip option")
 	str(m.ServiceCIDR, "service-cidr", "", "local service CIDR")
 	str(m.ClusterDomain, "cluster-domain", v1alpha1.DefaultClusterDomain, "local cluster domain")
 	str(m.LocalDNS, "dns-service-ip", "", "local cluster DNS service IP (default: 10th address of --service-cidr)")
@@ -74,6 +74,20 @@ func (m MeshFlags) Options() (mesh.Options, error) {
 		o.LocalDNS = mesh.NthAddress(o.ServiceCIDR, 10)
 	}
 	return o, nil
+}
+
+// IgnoredDNSFlags warns about the default mesh's DNS flags that are set:
+// netd accepts them for the original kubelink's manifests, but names are
+// the CoreDNS plugin's business (routes and tunnels do not depend on them).
+func IgnoredDNSFlags(role string, set map[string]bool) []string {
+	var w []string
+	if set["mesh-domain"] {
+		w = append(w, "--mesh-domain is ignored by netd "+role+": the mesh's DNS domain is the CoreDNS plugin's mesh-domain option (or a LocalLink's spec.dns.baseDomain)")
+	}
+	if set["meshdns-service-ip"] {
+		w = append(w, "--meshdns-service-ip is ignored by netd "+role+": the mesh-global DNS is the CoreDNS plugin's meshdns-service-ip option (or a LocalLink's spec.dns.dnsIP)")
+	}
+	return w
 }
 
 // ProcessFlags are the flags of a process: its kubeconfig, the port of
