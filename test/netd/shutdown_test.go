@@ -243,3 +243,21 @@ func takeLease(ctx context.Context, t *testing.T, env *testenv.Env, holder strin
 		}
 	}
 }
+
+// TestShutdownAPIServerGone: an active replica whose apiserver goes away
+// cannot renew its lease; past the renew deadline it gives up leading,
+// removes what it created (which needs no apiserver) and exits.
+func TestShutdownAPIServerGone(t *testing.T) {
+	l := newShutdownLab(t)
+	ns := l.gateway("gw")
+	p := l.broker(ns, "gw-1", 18193, "--lease-name", shutdownLease, "--lease-namespace", "default", "--lease-duration", "4s")
+	waitActive(t, ns, 18193, p)
+	start := time.Now()
+	l.env.StopAPIServer()
+	waitExit(t, p, 30*time.Second)
+	t.Logf("MEASURED: the leader exited %.1fs after its apiserver stopped (lease duration 4s, renew deadline 2.7s)", time.Since(start).Seconds())
+	if !strings.Contains(p.Output(), "lost the lease") {
+		t.Errorf("gw-1 did not report the lost lease")
+	}
+	checkClean(t, "a lost apiserver", ns)
+}
