@@ -57,33 +57,26 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		stopServing()
 		wait()
 	}()
-	m := o.m
-	if cfg.LeaseName == "" {
-		m.Leader.Set(1)
-		return runActive(ctx, cfg, clients, o, log)
-	}
 	ns := cfg.LeaseNamespace
 	if ns == "" {
 		ns = kube.Namespace()
 	}
-	// /readyz is true only on the active replica: a Service in front of
-	// the replicas sends to the one that holds the tunnel.
-	proc.SetReady(false)
-	log.Info("waiting for the lease", "lease", ns+"/"+cfg.LeaseName, "identity", cfg.Identity)
-	// leader.Run returns only after the active side (and with it its
-	// cleanup) has returned.
-	err = leader.Run(ctx, clients.Core, leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration},
-		func(actx context.Context) error {
+	election := runtime.Election{Core: clients.Core, Log: log}
+	if cfg.LeaseName != "" {
+		election.Lease = leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration}
+	}
+	// Lead returns only after runActive (and with it the cleanup of the
+	// device, routes, rule and table) has returned.
+	err = election.Lead(ctx, proc, func(actx context.Context) error {
+		if cfg.LeaseName != "" {
 			log.Info("became the active gateway", "identity", cfg.Identity)
-			m.Leader.Set(1)
-			defer func() {
-				m.Leader.Set(0)
-				proc.SetReady(false)
-			}()
-			return runActive(actx, cfg, clients, o, log)
-		})
+		}
+		o.m.Leader.Set(1)
+		defer o.m.Leader.Set(0)
+		return runActive(actx, cfg, clients, o, log)
+	})
 	if err != nil {
-		return fmt.Errorf("broker %s: %w", cfg.Identity, err)
+		return fmt.Errorf("broker: %w", err)
 	}
 	return nil
 }

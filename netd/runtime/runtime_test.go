@@ -116,3 +116,25 @@ func TestMeshFlags(t *testing.T) {
 		t.Error("bad --link-address accepted")
 	}
 }
+
+// TestLeadWithoutLease: without a lease the active side runs at once; the
+// process is unready again when it returns.
+func TestLeadWithoutLease(t *testing.T) {
+	p := NewProcess()
+	p.SetReady(true)
+	ran := false
+	err := Election{Log: slog.Default()}.Lead(context.Background(), p, func(context.Context) error {
+		if p.Ready() {
+			t.Error("ready before the active side said so")
+		}
+		p.SetReady(true)
+		ran = true
+		return nil
+	})
+	if err != nil || !ran {
+		t.Fatalf("Lead: %v, ran %v", err, ran)
+	}
+	if p.Ready() {
+		t.Error("still ready after the active side returned")
+	}
+}
