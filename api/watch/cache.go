@@ -140,6 +140,21 @@ func Start(ctx context.Context, c *Clients, needs Needs, onChange func(), onErro
 // Wait waits for the informers to stop (after Start's ctx ended).
 func (w *Cache) Wait() { w.wg.Wait() }
 
+// Open is Start on a context of its own, for consumers that must end the
+// informers before ctx ends (a role's active side, a Source's run): stop
+// ends them and returns once they have stopped, and must be called.
+func Open(ctx context.Context, c *Clients, needs Needs, onChange func(), onError func(error)) (w *Cache, stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	if w, err = Start(ctx, c, needs, onChange, onError); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return w, func() {
+		cancel()
+		w.Wait()
+	}, nil
+}
+
 func (w *Cache) reportErr(err error) {
 	if w.onError != nil {
 		w.onError(err)
@@ -166,30 +181,14 @@ func (w *Cache) KubeLinks() KubeLinkView { return KubeLinkView{w} }
 
 // List returns the KubeLinks sorted by name.
 func (v KubeLinkView) List() []*v1alpha1.KubeLink {
-	if v.w.links == nil {
-		return nil
-	}
-	items := v.w.links.GetStore().List()
-	out := make([]*v1alpha1.KubeLink, 0, len(items))
-	for _, o := range items {
-		if l := convert[v1alpha1.KubeLink](v.w, "KubeLink", o); l != nil {
-			out = append(out, l)
-		}
-	}
+	out := convertAll[v1alpha1.KubeLink](v.w, v.w.links, "KubeLink")
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // Get returns a KubeLink or nil.
 func (v KubeLinkView) Get(name string) *v1alpha1.KubeLink {
-	if v.w.links == nil {
-		return nil
-	}
-	o, ok, err := v.w.links.GetStore().GetByKey(name)
-	if err != nil || !ok {
-		return nil
-	}
-	return convert[v1alpha1.KubeLink](v.w, "KubeLink", o)
+	return convertOne[v1alpha1.KubeLink](v.w, v.w.links, "KubeLink", name)
 }
 
 // MeshServiceView reads the cached MeshServices.
@@ -200,16 +199,7 @@ func (w *Cache) MeshServices() MeshServiceView { return MeshServiceView{w} }
 
 // List returns the MeshServices sorted by namespace/name.
 func (v MeshServiceView) List() []*v1alpha1.MeshService {
-	if v.w.meshServices == nil {
-		return nil
-	}
-	items := v.w.meshServices.GetStore().List()
-	out := make([]*v1alpha1.MeshService, 0, len(items))
-	for _, o := range items {
-		if ms := convert[v1alpha1.MeshService](v.w, "MeshService", o); ms != nil {
-			out = append(out, ms)
-		}
-	}
+	out := convertAll[v1alpha1.MeshService](v.w, v.w.meshServices, "MeshService")
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Namespace != out[j].Namespace {
 			return out[i].Namespace < out[j].Namespace
@@ -221,14 +211,7 @@ func (v MeshServiceView) List() []*v1alpha1.MeshService {
 
 // Get returns a MeshService or nil.
 func (v MeshServiceView) Get(namespace, name string) *v1alpha1.MeshService {
-	if v.w.meshServices == nil {
-		return nil
-	}
-	o, ok, err := v.w.meshServices.GetStore().GetByKey(namespace + "/" + name)
-	if err != nil || !ok {
-		return nil
-	}
-	return convert[v1alpha1.MeshService](v.w, "MeshService", o)
+	return convertOne[v1alpha1.MeshService](v.w, v.w.meshServices, "MeshService", namespace+"/"+name)
 }
 
 // Service returns a cached Service or nil (the cache's object: read only;
@@ -274,6 +257,34 @@ func get[T any](inf cache.SharedIndexInformer, key string) *T {
 	}
 	t, _ := o.(*T)
 	return t
+}
+
+// convertAll converts every object inf caches (none without inf: not
+// needed), skipping those that do not convert.
+func convertAll[T any](w *Cache, inf cache.SharedIndexInformer, kind string) []*T {
+	if inf == nil {
+		return nil
+	}
+	items := inf.GetStore().List()
+	out := make([]*T, 0, len(items))
+	for _, o := range items {
+		if t := convert[T](w, kind, o); t != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// convertOne converts the object inf caches at key, or returns nil.
+func convertOne[T any](w *Cache, inf cache.SharedIndexInformer, kind, key string) *T {
+	if inf == nil {
+		return nil
+	}
+	o, ok, err := inf.GetStore().GetByKey(key)
+	if err != nil || !ok {
+		return nil
+	}
+	return convert[T](w, kind, o)
 }
 
 // convert turns a cached unstructured object into a new typed one.

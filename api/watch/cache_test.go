@@ -157,15 +157,16 @@ func TestAgainstAPIServer(t *testing.T) {
 		t.Errorf("the cache changed with a snapshot: %s", got)
 	}
 
-	// Only what is needed runs.
-	links, err := watch.Start(wctx, c, watch.Needs{KubeLinks: true}, func() {}, nil)
+	// Only what is needed runs. Open's stop ends its informers while ctx
+	// goes on, and returns once they have stopped.
+	links, stopLinks, err := watch.Open(ctx, c, watch.Needs{KubeLinks: true}, func() {}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caches = append(caches, links)
 	if links.Service("default", "web") != nil || links.Lease() != nil || links.MeshServices().List() != nil {
 		t.Error("a KubeLinks-only cache has Services, Leases or MeshServices")
 	}
+	stopLinks()
 
 	// The Kube source: a snapshot at start, one after a change.
 	sctx, sstop := context.WithCancel(ctx)

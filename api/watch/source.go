@@ -30,22 +30,17 @@ type Kube struct {
 
 // Run implements Source.
 func (k *Kube) Run(ctx context.Context, update func(Snapshot)) error {
-	ctx, cancel := context.WithCancel(ctx)
 	changed := make(chan struct{}, 1)
-	c, err := Start(ctx, k.Clients, k.Needs, func() {
+	c, stop, err := Open(ctx, k.Clients, k.Needs, func() {
 		select {
 		case changed <- struct{}{}:
 		default:
 		}
 	}, k.OnError)
 	if err != nil {
-		cancel()
 		return err
 	}
-	defer func() {
-		cancel()
-		c.Wait()
-	}()
+	defer stop()
 	for {
 		update(c.Snapshot())
 		select {

@@ -36,27 +36,14 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	rc, err := watch.LocalConfig(cfg.Kubeconfig, "")
-	if err != nil {
-		return err
-	}
-	clients, err := watch.NewClients(rc, "kubelink-netd")
-	if err != nil {
-		return err
-	}
 	proc := runtime.NewProcess()
 	o := &observe{proc: proc, m: metrics.New(proc.Registry), loop: runtime.NewLoopMetrics(proc.Registry, "netd", 0.0005)}
-	// The server ends with Run, also before ctx ends (a lost lease).
-	sctx, stopServing := context.WithCancel(ctx)
-	wait, err := proc.Serve(sctx, cfg.ServerPortHTTP, log)
+	clients, stopServing, err := runtime.StartRole(ctx, proc, cfg.Kubeconfig, cfg.ServerPortHTTP, log)
 	if err != nil {
-		stopServing()
 		return err
 	}
-	defer func() {
-		stopServing()
-		wait()
-	}()
+	// The server ends with Run, also before ctx ends (a lost lease).
+	defer stopServing()
 	ns := cfg.LeaseNamespace
 	if ns == "" {
 		ns = kube.Namespace()
@@ -128,18 +115,12 @@ func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *obse
 	}
 	trigger := runtime.NewTrigger()
 	kick := trigger.Kick
-	// The informers end with runActive (a lost lease ends only it).
-	wctx, stopWatching := context.WithCancel(ctx)
-	c, err := watch.Start(wctx, clients, watch.Needs{KubeLinks: true, MeshServices: true, Services: true}, kick,
-		func(err error) { log.Warn("skipping an object", "err", err) })
+	c, stopWatching, err := runtime.Watch(ctx, clients, watch.Needs{KubeLinks: true, MeshServices: true, Services: true}, kick, log)
 	if err != nil {
-		stopWatching()
 		return err
 	}
-	defer func() {
-		stopWatching()
-		c.Wait()
-	}()
+	// The informers end with runActive (a lost lease ends only it).
+	defer stopWatching()
 	b.cache, b.watcher = c, c.KubeLinks()
 	if err := b.openTunnel(ctx, kick); err != nil {
 		return err

@@ -50,40 +50,22 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if _, err := r.kernel.EnsureDevice(cfg.IPIP, r.nodeIP); err != nil {
 		return err
 	}
-	rc, err := watch.LocalConfig(cfg.Kubeconfig, "")
-	if err != nil {
-		return err
-	}
-	clients, err := watch.NewClients(rc, "kubelink-netd")
+	clients, stopServing, err := runtime.StartRole(ctx, proc, cfg.Kubeconfig, cfg.ServerPortHTTP, log)
 	if err != nil {
 		return err
 	}
 	// The server ends with Run, also when it fails before ctx ends.
-	sctx, stopServing := context.WithCancel(ctx)
-	wait, err := proc.Serve(sctx, cfg.ServerPortHTTP, log)
-	if err != nil {
-		stopServing()
-		return err
-	}
-	defer func() {
-		stopServing()
-		wait()
-	}()
+	defer stopServing()
 	trigger := runtime.NewTrigger()
 	kick := trigger.Kick
 	// The KubeLinks, the broker's Lease and the pods of its namespace
 	// (the holder's IPs), so finding the gateway never calls the API.
-	wctx, stopWatching := context.WithCancel(ctx)
-	c, err := watch.Start(wctx, clients, watch.Needs{KubeLinks: true, Lease: watch.Ref{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},
-		PodNamespace: cfg.LeaseNamespace}, kick, func(err error) { log.Warn("skipping an object", "err", err) })
+	c, stopWatching, err := runtime.Watch(ctx, clients, watch.Needs{KubeLinks: true, Lease: watch.Ref{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},
+		PodNamespace: cfg.LeaseNamespace}, kick, log)
 	if err != nil {
-		stopWatching()
 		return err
 	}
-	defer func() {
-		stopWatching()
-		c.Wait()
-	}()
+	defer stopWatching()
 	r.cache = c
 	log.Info("watching", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "table", cfg.Table(), "encapsulation", cfg.Encapsulation(), "resync", cfg.Resync)
 	loop := &runtime.Loop{Trigger: trigger, Period: cfg.Resync, Metrics: r.metrics.loop, Log: log,

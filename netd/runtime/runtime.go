@@ -1,7 +1,8 @@
 // Package runtime is the shape every long-running netd role shares: the
 // flags common to the roles (the default mesh, kubeconfig, the HTTP port),
-// one Prometheus registry per process served with /healthz and /readyz,
-// and the reconcile loop — on a change or a tick, coalesced — that drives
+// the start of a role (its API clients, one Prometheus registry per
+// process served with /healthz and /readyz) and of its informers, each
+// with a stop that waits for what it started, and the reconcile loop — on a change or a tick, coalesced — that drives
 // a role's watch → snapshot → plan → apply step. Leader election that
 // waits for the active side's cleanup is package netd/leader.
 package runtime
