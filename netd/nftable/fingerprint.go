@@ -80,6 +80,13 @@ func (e *encoder) uint(v uint64) {
 	e.buf = binary.AppendUvarint(e.buf, v)
 }
 
+// uints encodes a run of integer fields, the bulk of an expression.
+func (e *encoder) uints(vs ...uint64) {
+	for _, v := range vs {
+		e.uint(v)
+	}
+}
+
 func (e *encoder) bool(b bool) {
 	if b {
 		e.uint(1)
@@ -96,6 +103,13 @@ func (e *encoder) bytes(b []byte) {
 		return
 	}
 	e.buf = append(e.buf, b...)
+}
+
+// bools encodes a run of flag fields.
+func (e *encoder) bools(bs ...bool) {
+	for _, b := range bs {
+		e.bool(b)
+	}
 }
 
 func (e *encoder) string(s string) {
@@ -121,17 +135,10 @@ func (e *encoder) head(ch *Chain) {
 	}
 }
 
+// chain encodes all of a chain; it starts with its head, as head encodes
+// it alone.
 func (e *encoder) chain(ch *Chain) {
-	e.string(ch.Name)
-	e.string(string(ch.Type))
-	e.bool(ch.Hook != nil)
-	if ch.Hook != nil {
-		e.uint(uint64(*ch.Hook))
-	}
-	e.bool(ch.Priority != nil)
-	if ch.Priority != nil {
-		e.uint(uint64(uint32(*ch.Priority)))
-	}
+	e.head(ch)
 	e.uint(uint64(len(ch.Sets)))
 	for i := range ch.Sets {
 		e.set(&ch.Sets[i])
@@ -221,106 +228,54 @@ func (e *encoder) expr(x expr.Any) {
 	case nil:
 		e.uint(tagNil)
 	case *expr.Payload:
-		e.uint(tagPayload)
-		e.uint(uint64(v.OperationType))
-		e.uint(uint64(v.DestRegister))
-		e.uint(uint64(v.SourceRegister))
-		e.uint(uint64(v.Base))
-		e.uint(uint64(v.Offset))
-		e.uint(uint64(v.Len))
-		e.uint(uint64(v.CsumType))
-		e.uint(uint64(v.CsumOffset))
-		e.uint(uint64(v.CsumFlags))
+		e.uints(tagPayload, uint64(v.OperationType), uint64(v.DestRegister), uint64(v.SourceRegister),
+			uint64(v.Base), uint64(v.Offset), uint64(v.Len), uint64(v.CsumType), uint64(v.CsumOffset), uint64(v.CsumFlags))
 	case *expr.Cmp:
-		e.uint(tagCmp)
-		e.uint(uint64(v.Op))
-		e.uint(uint64(v.Register))
+		e.uints(tagCmp, uint64(v.Op), uint64(v.Register))
 		e.bytes(v.Data)
 	case *expr.Meta:
-		e.uint(tagMeta)
-		e.uint(uint64(v.Key))
+		e.uints(tagMeta, uint64(v.Key))
 		e.bool(v.SourceRegister)
 		e.uint(uint64(v.Register))
 	case *expr.Immediate:
-		e.uint(tagImmediate)
-		e.uint(uint64(v.Register))
+		e.uints(tagImmediate, uint64(v.Register))
 		e.bytes(v.Data)
 	case *expr.Lookup:
-		e.uint(tagLookup)
-		e.uint(uint64(v.SourceRegister))
-		e.uint(uint64(v.DestRegister))
+		e.uints(tagLookup, uint64(v.SourceRegister), uint64(v.DestRegister))
 		e.bool(v.IsDestRegSet)
 		e.uint(uint64(v.SetID))
 		e.string(v.SetName)
 		e.bool(v.Invert)
 	case *expr.Numgen:
-		e.uint(tagNumgen)
-		e.uint(uint64(v.Register))
-		e.uint(uint64(v.Modulus))
-		e.uint(uint64(v.Type))
-		e.uint(uint64(v.Offset))
+		e.uints(tagNumgen, uint64(v.Register), uint64(v.Modulus), uint64(v.Type), uint64(v.Offset))
 	case *expr.Verdict:
-		e.uint(tagVerdict)
-		e.uint(uint64(uint32(v.Kind)))
+		e.uints(tagVerdict, uint64(uint32(v.Kind)))
 		e.string(v.Chain)
 	case *expr.Bitwise:
-		e.uint(tagBitwise)
-		e.uint(uint64(v.SourceRegister))
-		e.uint(uint64(v.DestRegister))
-		e.uint(uint64(v.Len))
+		e.uints(tagBitwise, uint64(v.SourceRegister), uint64(v.DestRegister), uint64(v.Len))
 		e.bytes(v.Mask)
 		e.bytes(v.Xor)
 	case *expr.Ct:
-		e.uint(tagCt)
-		e.uint(uint64(v.Register))
+		e.uints(tagCt, uint64(v.Register))
 		e.bool(v.SourceRegister)
-		e.uint(uint64(v.Key))
-		e.uint(uint64(v.Direction))
+		e.uints(uint64(v.Key), uint64(v.Direction))
 	case *expr.Masq:
 		e.uint(tagMasq)
-		e.bool(v.Random)
-		e.bool(v.FullyRandom)
-		e.bool(v.Persistent)
-		e.bool(v.ToPorts)
-		e.uint(uint64(v.RegProtoMin))
-		e.uint(uint64(v.RegProtoMax))
+		e.bools(v.Random, v.FullyRandom, v.Persistent, v.ToPorts)
+		e.uints(uint64(v.RegProtoMin), uint64(v.RegProtoMax))
 	case *expr.NAT:
-		e.uint(tagNAT)
-		e.uint(uint64(v.Type))
-		e.uint(uint64(v.Family))
-		e.uint(uint64(v.RegAddrMin))
-		e.uint(uint64(v.RegAddrMax))
-		e.uint(uint64(v.RegProtoMin))
-		e.uint(uint64(v.RegProtoMax))
-		e.bool(v.Random)
-		e.bool(v.FullyRandom)
-		e.bool(v.Persistent)
-		e.bool(v.Prefix)
-		e.bool(v.Specified)
+		e.uints(tagNAT, uint64(v.Type), uint64(v.Family),
+			uint64(v.RegAddrMin), uint64(v.RegAddrMax), uint64(v.RegProtoMin), uint64(v.RegProtoMax))
+		e.bools(v.Random, v.FullyRandom, v.Persistent, v.Prefix, v.Specified)
 	case *expr.Exthdr:
-		e.uint(tagExthdr)
-		e.uint(uint64(v.DestRegister))
-		e.uint(uint64(v.Type))
-		e.uint(uint64(v.Offset))
-		e.uint(uint64(v.Len))
-		e.uint(uint64(v.Flags))
-		e.uint(uint64(v.Op))
-		e.uint(uint64(v.SourceRegister))
+		e.uints(tagExthdr, uint64(v.DestRegister), uint64(v.Type), uint64(v.Offset), uint64(v.Len),
+			uint64(v.Flags), uint64(v.Op), uint64(v.SourceRegister))
 	case *expr.Rt:
-		e.uint(tagRt)
-		e.uint(uint64(v.Register))
-		e.uint(uint64(v.Key))
+		e.uints(tagRt, uint64(v.Register), uint64(v.Key))
 	case *expr.Byteorder:
-		e.uint(tagByteorder)
-		e.uint(uint64(v.SourceRegister))
-		e.uint(uint64(v.DestRegister))
-		e.uint(uint64(v.Op))
-		e.uint(uint64(v.Len))
-		e.uint(uint64(v.Size))
+		e.uints(tagByteorder, uint64(v.SourceRegister), uint64(v.DestRegister), uint64(v.Op), uint64(v.Len), uint64(v.Size))
 	case *expr.Counter:
-		e.uint(tagCounter)
-		e.uint(v.Bytes)
-		e.uint(v.Packets)
+		e.uints(tagCounter, v.Bytes, v.Packets)
 	default:
 		// Types netd does not use today: their type name and every
 		// field, whatever they are.
