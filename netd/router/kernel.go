@@ -225,19 +225,11 @@ func (k *Kernel) EnsureVXLAN(local, gw netip.Addr, vni, port int) (nh Nexthop, r
 	}
 	spec := vxlan.Spec{Name: vxlan.NodeDevice, VNI: vni, Port: port, Local: local,
 		Inner: vxlan.NodeAddress(local), MAC: vxlan.MAC(local), MTU: mtu}
-	link, n, err := vxlan.Ensure(k.nl, spec)
-	k.deviceWrites.Add(int64(n))
-	if errors.Is(err, unix.EEXIST) {
-		if removedStale, _ = vxlan.Remove(k.nl, vxlan.GatewayDevice); removedStale {
-			k.deviceWrites.Add(1)
-			link, n, err = vxlan.Ensure(k.nl, spec)
-			k.deviceWrites.Add(int64(n))
-		}
-	}
+	link, removedStale, err := k.ensureOverStale(vxlan.Ensure, spec)
 	if err != nil {
 		return Nexthop{}, removedStale, err
 	}
-	n, err = vxlan.SetPeer(k.nl, link, gw)
+	n, err := vxlan.SetPeer(k.nl, link, gw)
 	k.deviceWrites.Add(int64(n))
 	if err != nil {
 		return Nexthop{}, removedStale, err
@@ -264,19 +256,29 @@ func (k *Kernel) EnsureDecap(ip netip.Addr, vni, port int) (removedStale bool, e
 	}
 	spec := vxlan.Spec{Name: vxlan.DecapDevice, VNI: vni, Port: port, Local: ip,
 		Inner: vxlan.GatewayAddress(ip), MAC: vxlan.MAC(ip)}
-	_, n, err := vxlan.EnsureReceiver(k.nl, spec)
-	k.deviceWrites.Add(int64(n))
-	if errors.Is(err, unix.EEXIST) {
-		if removedStale, _ = vxlan.Remove(k.nl, vxlan.GatewayDevice); removedStale {
-			k.deviceWrites.Add(1)
-			_, n, err = vxlan.EnsureReceiver(k.nl, spec)
-			k.deviceWrites.Add(int64(n))
-		}
-	}
+	_, removedStale, err = k.ensureOverStale(vxlan.EnsureReceiver, spec)
 	if err != nil {
 		return removedStale, fmt.Errorf("vxlan decapsulation device for the gateway pod on this node: %w", err)
 	}
 	return removedStale, nil
+}
+
+// ensureOverStale runs ensure (vxlan.Ensure or vxlan.EnsureReceiver) for
+// spec, counting the device writes. When the VNI and port are taken
+// (EEXIST), typically by a broker's leftover device after the gateway
+// moved, it removes that device and runs ensure once more; removedStale
+// reports the removal.
+func (k *Kernel) ensureOverStale(ensure func(*netlink.Handle, vxlan.Spec) (netlink.Link, int, error), spec vxlan.Spec) (link netlink.Link, removedStale bool, err error) {
+	link, n, err := ensure(k.nl, spec)
+	k.deviceWrites.Add(int64(n))
+	if errors.Is(err, unix.EEXIST) {
+		if removedStale, _ = vxlan.Remove(k.nl, vxlan.GatewayDevice); removedStale {
+			k.deviceWrites.Add(1)
+			link, n, err = ensure(k.nl, spec)
+			k.deviceWrites.Add(int64(n))
+		}
+	}
+	return link, removedStale, err
 }
 
 // recordDevice records an owned device (before it is created).
