@@ -91,33 +91,10 @@ func (l *shutdownLab) broker(ns, identity string, port int, extra ...string) *kn
 	return p
 }
 
-// leftovers lists what a broker leaves in ns: its device, its nftables
-// table, routes of protocol 97 in any table, and rules looking up its
-// table.
-func leftovers(t *testing.T, ns string) []string {
-	t.Helper()
-	var left []string
-	if out, err := exec(ns, "ip", "link", "show", "kubelink"); err == nil {
-		left = append(left, "device: "+strings.TrimSpace(out))
-	}
-	if out, err := exec(ns, "nft", "list", "table", "ip", "kubelink"); err == nil {
-		left = append(left, "nftables table:\n"+out)
-	}
-	if out := strings.TrimSpace(run(t, "ip", "-n", ns, "route", "show", "table", "all", "proto", "97")); out != "" {
-		left = append(left, "routes: "+out)
-	}
-	for _, r := range strings.Split(run(t, "ip", "-n", ns, "rule", "show"), "\n") {
-		if strings.Contains(r, "lookup "+shutdownTable) {
-			left = append(left, "rule: "+strings.TrimSpace(r))
-		}
-	}
-	return left
-}
-
 // active reports whether ns holds the whole of an active broker's state.
 func active(t *testing.T, ns string) bool {
 	t.Helper()
-	left := strings.Join(leftovers(t, ns), "\n")
+	left := strings.Join(brokerState(t, ns, shutdownTable), "\n")
 	return strings.Contains(left, "device:") && strings.Contains(left, "nftables table") &&
 		strings.Contains(left, "100.64.2.0/24") && strings.Contains(left, "rule:")
 }
@@ -128,7 +105,7 @@ func waitActive(t *testing.T, ns string, port int, p *knetns.Proc) {
 	deadline := time.Now().Add(30 * time.Second)
 	for !active(t, ns) || readyz(ns, port) != 200 {
 		if p.Exited() || time.Now().After(deadline) {
-			t.Fatalf("%s: not active and ready within 30s (exited %v, /readyz %d): %q", p.Name, p.Exited(), readyz(ns, port), leftovers(t, ns))
+			t.Fatalf("%s: not active and ready within 30s (exited %v, /readyz %d): %q", p.Name, p.Exited(), readyz(ns, port), brokerState(t, ns, shutdownTable))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -156,7 +133,7 @@ func waitExit(t *testing.T, p *knetns.Proc, within time.Duration) {
 
 func checkClean(t *testing.T, what, ns string) {
 	t.Helper()
-	if left := leftovers(t, ns); len(left) > 0 {
+	if left := brokerState(t, ns, shutdownTable); len(left) > 0 {
 		t.Errorf("%s left behind:\n%s", what, strings.Join(left, "\n"))
 	}
 }
@@ -196,7 +173,7 @@ func TestShutdownLeaderElection(t *testing.T) {
 	if code := readyz(ns1, 18191); code != 200 {
 		t.Errorf("active /readyz: %d, want 200", code)
 	}
-	if left := leftovers(t, ns2); len(left) > 0 {
+	if left := brokerState(t, ns2, shutdownTable); len(left) > 0 {
 		t.Errorf("the standby configured the kernel: %q", left)
 	}
 

@@ -15,10 +15,10 @@ import (
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
-// teardownState lists what a broker with --route-table 100 holds in ns:
-// its device, its nftables table, routes of protocol 97 in any table and
-// rules looking up table 100.
-func teardownState(t *testing.T, ns string) []string {
+// brokerState lists what a broker with --route-table table holds in ns
+// (and must not leave behind): its device, its nftables table, routes of
+// protocol 97 in any table and rules looking up table.
+func brokerState(t *testing.T, ns, table string) []string {
 	t.Helper()
 	var held []string
 	if out, err := exec(ns, "ip", "link", "show", "kubelink"); err == nil {
@@ -31,7 +31,7 @@ func teardownState(t *testing.T, ns string) []string {
 		held = append(held, "routes: "+out)
 	}
 	for _, r := range strings.Split(run(t, "ip", "-n", ns, "rule", "show"), "\n") {
-		if strings.Contains(r, "lookup 100") {
+		if strings.Contains(r, "lookup "+table) {
 			held = append(held, "rule: "+strings.TrimSpace(r))
 		}
 	}
@@ -90,7 +90,7 @@ func TestBrokerTeardownRouteTable(t *testing.T) {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		held := strings.Join(teardownState(t, ns), "\n")
+		held := strings.Join(brokerState(t, ns, "100"), "\n")
 		if strings.Contains(held, "device:") && strings.Contains(held, "nftables table") &&
 			strings.Contains(held, "100.64.2.0/24 dev kubelink table 100") && strings.Contains(held, "1000:\tfrom all lookup 100 proto 97") {
 			break
@@ -107,7 +107,7 @@ func TestBrokerTeardownRouteTable(t *testing.T) {
 		t.Errorf("the broker did not exit within 10s of SIGTERM (killed)")
 	}
 	t.Logf("MEASURED: the broker exited %.2fs after SIGTERM", time.Since(start).Seconds())
-	if held := teardownState(t, ns); len(held) > 0 {
+	if held := brokerState(t, ns, "100"); len(held) > 0 {
 		t.Errorf("SIGTERM left behind:\n%s", strings.Join(held, "\n"))
 	}
 	if out := lab.In(ns, "ip", "rule", "show", "priority", "900"); !strings.Contains(out, "lookup 200") {
