@@ -141,6 +141,13 @@ $(BIN)/controller-gen: go.mod go.sum
 generate: $(BIN)/controller-gen ## regenerate deepcopy code and CRDs
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(BIN)/controller-gen crd paths=./api/... output:crd:dir=chart/kubelink/crds
+	@# The MCS CRDs (ServiceExport, ServiceImport) come as published by the
+	@# sigs.k8s.io/mcs-api module at the version go.mod pins, never edited or
+	@# fetched by hand; install -m 0644 because the module cache is read-only.
+	$(GO) mod download sigs.k8s.io/mcs-api
+	mcs=$$($(GO) list -m -f '{{.Dir}}' sigs.k8s.io/mcs-api); \
+	for f in multicluster.x-k8s.io_serviceexports.yaml multicluster.x-k8s.io_serviceimports.yaml; do \
+		install -m 0644 "$$mcs/config/crd/$$f" chart/kubelink/crds/$$f; done
 
 .PHONY: verify
 verify: $(BIN)/controller-gen ## fail if `make generate` would change any file

@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/kubelink/kubelink/api/v1alpha1"
 )
 
@@ -63,7 +61,7 @@ type Link struct {
 	GatewayLink  string
 	PublicKey    string
 	PresharedKey string
-	APIAccess    *corev1.SecretReference
+	APIAccess    *v1alpha1.KubeLinkAPIAccess
 	// DNSIP is the cluster's DNS service (foreign links: default the 10th
 	// address of CIDR); ClusterDomain its domain (default cluster.local).
 	DNSIP         netip.Addr

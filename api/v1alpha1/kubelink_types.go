@@ -1,7 +1,6 @@
 package v1alpha1
 
 import (
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -143,16 +142,59 @@ type KubeLinkSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(x, isCIDR(x))",messageExpression="'spec.egress entries must be CIDRs (IP/prefix); not ' + self.filter(x, !isCIDR(x))[0]"
 	Egress []string `json:"egress,omitempty"`
 
-	// APIAccess references a secret with credentials for the linked
-	// cluster's API server.
+	// APIAccess gives read access to the linked cluster's API server, from
+	// which its services are read (kubernetes DNS mode, netd sync).
 	//
 	// +optional
-	APIAccess *corev1.SecretReference `json:"apiAccess,omitempty"`
+	APIAccess *KubeLinkAPIAccess `json:"apiAccess,omitempty"`
 
 	// DNS describes the linked cluster's DNS (for a LocalLink: the mesh DNS).
 	//
 	// +optional
 	DNS *KubeLinkDNS `json:"dns,omitempty"`
+}
+
+// Keys of the Secret named by KubeLinkSpec.APIAccess, as in the original
+// kubelink: a service account token of the linked cluster and the CA that
+// signed its API server's certificate.
+const (
+	APIAccessTokenKey = "token"
+	APIAccessCAKey    = "certificate-authority-data"
+)
+
+// KubeLinkAPIAccess names a Secret in the local cluster with the keys token
+// and certificate-authority-data, taken from a service account of the
+// linked cluster that may read its services and endpoints. Name and
+// namespace are those of the original kubelink's secret reference, so its
+// manifests apply unchanged; server is new. Atomic, as the core
+// SecretReference it replaces was: the fields describe one Secret and one
+// server together, so an apply replaces them together.
+//
+// +structType=atomic
+type KubeLinkAPIAccess struct {
+	// Name of the Secret.
+	//
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="spec.apiAccess.name must be the name of a Secret (lower-case DNS name)"
+	Name string `json:"name"`
+
+	// Namespace of the Secret. KubeLinks are cluster-scoped, so the Secret
+	// needs one; empty means the namespace netd runs in.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="spec.apiAccess.namespace must be a namespace name (DNS label)"
+	Namespace string `json:"namespace,omitempty"`
+
+	// Server is the linked cluster's API server as an https URL. Default:
+	// https://<first address of spec.cidr>:443, the kubernetes service of
+	// the linked cluster, reached through the mesh.
+	//
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && self.startsWith('https://') && url(self).getHostname() != ''",message="spec.apiAccess.server must be an https URL with a host, e.g. https://100.64.16.1:443"
+	Server string `json:"server,omitempty"`
 }
 
 // KubeLinkDNS is the DNS part of a link. On a foreign link it names the
