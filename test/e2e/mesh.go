@@ -16,7 +16,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -489,13 +488,6 @@ func (c *Cluster) ClusterDNSIP() string {
 // CIDR's first address).
 func (c *Cluster) APIServiceIP() string { return c.serviceCIDR.Addr().Next().String() }
 
-// AddLoopback puts an address on the namespace's loopback (a ClusterIP the
-// node answers itself).
-func (c *Cluster) AddLoopback(ip string) {
-	c.m.t.Helper()
-	c.m.Lab.Run("ip", "-n", c.NS, "addr", "replace", ip+"/32", "dev", "lo")
-}
-
 func (c *Cluster) start(ns, name string, env []string, argv ...string) *netns.Proc {
 	log, err := os.OpenFile(filepath.Join(c.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -641,9 +633,6 @@ func (c *Cluster) PodIP(workload string) string { return c.podOf(workload).ip }
 // PodNS is the network namespace of a workload's first pod.
 func (c *Cluster) PodNS(workload string) string { return c.podOf(workload).ns }
 
-// PodNode is the node of a workload's first pod.
-func (c *Cluster) PodNode(workload string) *Node { return c.podOf(workload).node }
-
 func (c *Cluster) podOf(workload string) *podInfo {
 	c.m.t.Helper()
 	c.mu.Lock()
@@ -757,14 +746,6 @@ func (c *Cluster) StopWorkload(name string, sig syscall.Signal) {
 	for _, p := range procs {
 		p.Kill(sig)
 	}
-}
-
-type hostPort struct{ host, port string }
-
-func url(u string) (hostPort, error) {
-	h := strings.TrimPrefix(u, "https://")
-	host, port, err := net.SplitHostPort(h)
-	return hostPort{host, port}, err
 }
 
 func caOf(e *testenv.Env) []byte { return e.Config.TLSClientConfig.CAData }

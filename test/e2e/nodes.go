@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,19 +89,5 @@ func (c *Cluster) startKubeProxies() {
 	}
 }
 
-// nodeNamed finds a node by name.
-func (c *Cluster) nodeNamed(name string) *Node {
-	for _, n := range c.Nodes {
-		if n.Name == name {
-			return n
-		}
-	}
-	return nil
-}
-
 // Worker is the cluster's first worker node.
 func (c *Cluster) Worker() *Node { return c.Nodes[1] }
-
-// nodeSuffix is the part of a node name after the cluster's name ("gw",
-// "w1").
-func (c *Cluster) nodeSuffix(n *Node) string { return strings.TrimPrefix(n.Name, c.Name+"-") }
