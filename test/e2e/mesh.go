@@ -145,12 +145,11 @@ type Cluster struct {
 
 // podInfo is one pod of a workload.
 type podInfo struct {
-	name      string
-	namespace string
-	node      *Node
-	ns        string // network namespace: the node's or its own
-	ip        string
-	tmpl      *corev1.PodTemplateSpec
+	name string
+	node *Node
+	ns   string // network namespace: the node's or its own
+	ip   string
+	tmpl *corev1.PodTemplateSpec
 }
 
 // Mesh is a set of simulated clusters on one internet.
@@ -548,7 +547,7 @@ func (c *Cluster) StartWorkload(kind, namespace, name string) {
 	c.mu.Unlock()
 	if pis == nil {
 		for i, n := range c.place(kind, tmpl, replicas) {
-			pi := &podInfo{name: fmt.Sprintf("%s-%d", name, i), namespace: namespace, node: n, ns: n.NS, ip: n.IP}
+			pi := &podInfo{name: fmt.Sprintf("%s-%d", name, i), node: n, ns: n.NS, ip: n.IP}
 			if kind == "DaemonSet" {
 				pi.name = name + "-" + n.Name
 			}

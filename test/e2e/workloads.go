@@ -176,7 +176,7 @@ func (c *Cluster) RunPod(namespace, name string) {
 	tmpl := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"run": name}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: name, Image: "busybox", Command: []string{"sleep", "infinity"}}}}}
 	n := c.Worker()
-	pi := &podInfo{name: name, namespace: namespace, node: n, tmpl: tmpl}
+	pi := &podInfo{name: name, node: n, tmpl: tmpl}
 	pi.ns, pi.ip = c.podNetwork(n, name, namespace)
 	if err := c.recordPod(ctx, namespace, pi); err != nil {
 		c.m.t.Fatal(err)
