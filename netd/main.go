@@ -1,6 +1,7 @@
 // Command netd is kubelink's network daemon: `netd broker` is the cluster's
 // mesh gateway; `netd router` routes every node's mesh traffic to it;
-// `netd keygen` prints a WireGuard key pair; `netd version` prints the
+// `netd kubeconfig` creates a read-only identity in a remote cluster and
+// prints or stores its credential; `netd keygen` prints a WireGuard key pair; `netd version` prints the
 // version.
 package main
 
@@ -15,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/kubelink/kubelink/netd/broker"
+	"github.com/kubelink/kubelink/netd/remotecfg"
 	"github.com/kubelink/kubelink/netd/router"
 	"github.com/kubelink/kubelink/netd/vxlan"
 	"github.com/kubelink/kubelink/netd/wgkey"
@@ -35,10 +37,13 @@ commands:
   router     route this node's mesh traffic to the active gateway (DaemonSet)
   ipforward  enable IPv4 forwarding in this network namespace (init container of a pod-mode gateway);
              --loose-rp-filter also turns strict reverse-path filtering loose (VXLAN from the routers)
+  kubeconfig run against a REMOTE cluster (--kubeconfig, --context): create its read-only
+             ServiceAccount, ClusterRole, binding and token; print the credential for ClusterLink
+             spec.kubeconfig (default, base64), or write it as a Secret (--output secret|apiaccess)
   keygen     print a new WireGuard key pair
   version    print the version
 
-netd broker -h and netd router -h list their flags.`)
+netd broker -h, netd router -h and netd kubeconfig -h list their flags.`)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -70,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			func() []any { return []any{"encapsulation", cfg.Encapsulation()} })
 	case "ipforward":
 		return ipforward(args[1:], stdout, stderr)
+	case "kubeconfig":
+		return kubeconfig(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		usage(stdout)
 		return 0
@@ -104,6 +111,29 @@ func ipforward(args []string, stdout, stderr io.Writer) int {
 			after = 2
 		}
 		fmt.Fprintf(stdout, "net.ipv4.conf.all.rp_filter = %d (was %d)\n", after, before)
+	}
+	return 0
+}
+
+// kubeconfig is `netd kubeconfig`, a one-shot command: stdout carries only
+// the requested output, so it can be piped or captured.
+func kubeconfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("netd kubeconfig", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := &remotecfg.Config{}
+	cfg.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "netd kubeconfig: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := remotecfg.Run(ctx, cfg, stdout, stderr); err != nil {
+		fmt.Fprintln(stderr, "netd kubeconfig:", err)
+		return 1
 	}
 	return 0
 }
