@@ -367,3 +367,22 @@ func (c *cluster) events(ctx context.Context, t *testing.T, name string) []corev
 	}
 	return evs.Items
 }
+
+// startNetd runs a netd process (argv[0] is the binary) in ns for the rest
+// of the test: killed at the end, failing the test on a data race (the
+// NETD_RACE build), its output logged when the test failed or when the
+// environment variable logVar is 1.
+func startNetd(t *testing.T, lab *knetns.Lab, ns, name string, env []string, logVar string, argv ...string) *knetns.Proc {
+	t.Helper()
+	p := lab.Start(ns, name, env, nil, argv...)
+	t.Cleanup(func() {
+		p.Kill(syscall.SIGKILL)
+		if strings.Contains(p.Output(), "DATA RACE") {
+			t.Errorf("netd %s: data race", name)
+		}
+		if t.Failed() || os.Getenv(logVar) == "1" {
+			t.Logf("%s output:\n%s", name, p.Output())
+		}
+	})
+	return p
+}

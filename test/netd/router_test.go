@@ -238,17 +238,7 @@ func (l *routerLab) start(name string, extra ...string) *knetns.Proc {
 	args := append([]string{l.netd, "router", "--kubeconfig", l.kubeconfig, "--link-address", "192.168.0.11/24",
 		"--node-ip", nodeIP, "--lease-name", routerLease, "--lease-namespace", routerNS,
 		"--datafile", l.datafile, "--server-port-http", strconv.Itoa(routerPort), "--resync", routerResync.String()}, extra...)
-	p := l.lab.Start(l.node, name, nil, nil, args...)
-	l.t.Cleanup(func() {
-		p.Kill(syscall.SIGKILL)
-		if strings.Contains(p.Output(), "DATA RACE") {
-			l.t.Errorf("netd %s: data race", name)
-		}
-		if l.t.Failed() || os.Getenv("ROUTER_LOG") == "1" {
-			l.t.Logf("%s output:\n%s", name, p.Output())
-		}
-	})
-	return p
+	return startNetd(l.t, l.lab, l.node, name, nil, "ROUTER_LOG", args...)
 }
 
 // routes lists the routes of a protocol in a table of N, sorted, without

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,17 +77,7 @@ func (l *shutdownLab) broker(ns, identity string, port int, extra ...string) *kn
 	args := append([]string{l.netd, "broker", "--mode", "wireguard", "--kubeconfig", l.env.Kubeconfig,
 		"--keepalive", keepalive.String(), "--server-port-http", strconv.Itoa(port),
 		"--route-table", shutdownTable, "--rule-priority", "1000"}, extra...)
-	p := l.lab.Start(ns, identity, []string{"POD_NAME=" + identity}, nil, args...)
-	l.t.Cleanup(func() {
-		p.Kill(syscall.SIGKILL)
-		if strings.Contains(p.Output(), "DATA RACE") {
-			l.t.Errorf("netd %s: data race", identity)
-		}
-		if l.t.Failed() || os.Getenv("BROKER_LOG") == "1" {
-			l.t.Logf("%s output:\n%s", identity, p.Output())
-		}
-	})
-	return p
+	return startNetd(l.t, l.lab, ns, identity, []string{"POD_NAME=" + identity}, "BROKER_LOG", args...)
 }
 
 // active reports whether ns holds the whole of an active broker's state.

@@ -1,18 +1,10 @@
 package netd_test
 
 import (
-	"context"
-	"net/url"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/kubelink/kubelink/api/v1alpha1"
-	knetns "github.com/kubelink/kubelink/test/netns"
-	"github.com/kubelink/kubelink/test/testenv"
 )
 
 // brokerState lists what a broker with --route-table table holds in ns
@@ -44,50 +36,14 @@ func brokerState(t *testing.T, ns, table string) []string {
 // `lookup 100` tagged with protocol 97; after SIGTERM none of them is
 // left, while somebody else's rule and route in the same namespace stay.
 func TestBrokerTeardownRouteTable(t *testing.T) {
-	requireRoot(t)
-	netd := buildNetd(t)
-	lab := knetns.New(t, "kltd")
-	env := testenv.Start(t, testenv.Options{})
-	ctx := context.Background()
-	if _, err := env.InstallCRDs(ctx, testenv.CRDDir()); err != nil {
-		t.Fatalf("installing CRDs: %v", err)
-	}
-	local := &v1alpha1.KubeLink{ObjectMeta: metav1.ObjectMeta{Name: "a"},
-		Spec: v1alpha1.KubeLinkSpec{ClusterAddress: "192.168.0.11/24", CIDR: "100.64.1.0/24", Endpoint: v1alpha1.EndpointLocalLink}}
-	// A peer that never answers: its routes exist all the same.
-	peer := &v1alpha1.KubeLink{ObjectMeta: metav1.ObjectMeta{Name: "b"},
-		Spec: v1alpha1.KubeLinkSpec{ClusterAddress: "192.168.0.12/24", CIDR: "100.64.2.0/24", Endpoint: "192.0.2.1:8777", PublicKey: publicKey(t)}}
-	for _, k := range []*v1alpha1.KubeLink{local, peer} {
-		u, err := toUnstructured(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := env.Dynamic().Resource(kubeLinks).Create(ctx, u, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ns := lab.NS("gw")
-	// The gateway reaches the apiserver on its own loopback.
-	u, err := url.Parse(env.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listenIn(t, ns, u.Host)
-	t.Cleanup(func() { _ = ln.Close() })
-	go knetns.Relay(ln, u.Host, nil)
+	l := newShutdownLab(t)
+	lab := l.lab
+	ns := l.gateway("gw")
 	// Somebody else's: a rule to table 200, a static route in table 200.
 	lab.In(ns, "ip", "rule", "add", "priority", "900", "lookup", "200")
 	lab.In(ns, "ip", "route", "add", "10.9.0.0/16", "dev", "lo", "table", "200", "proto", "static")
 
-	p := lab.Start(ns, "gw", []string{"POD_NAME=gw"}, nil, netd, "broker", "--mode", "wireguard",
-		"--kubeconfig", env.Kubeconfig, "--keepalive", keepalive.String(), "--server-port-http", "18195",
-		"--route-table", "100", "--rule-priority", "1000")
-	t.Cleanup(func() {
-		p.Kill(syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("broker output:\n%s", p.Output())
-		}
-	})
+	p := l.broker(ns, "gw", 18195)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		held := strings.Join(brokerState(t, ns, "100"), "\n")

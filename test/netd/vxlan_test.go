@@ -297,17 +297,7 @@ func (l *vxlanLab) startOn(ns, ip, datafile, name string, extra ...string) *knet
 	args := append([]string{l.netd, "router", "--kubeconfig", l.kubeconfig, "--link-address", "192.168.0.11/24",
 		"--node-ip", ip, "--lease-name", routerLease, "--lease-namespace", routerNS,
 		"--datafile", datafile, "--server-port-http", strconv.Itoa(routerPort), "--resync", routerResync.String()}, extra...)
-	p := l.lab.Start(ns, name, nil, nil, args...)
-	l.t.Cleanup(func() {
-		p.Kill(syscall.SIGKILL)
-		if strings.Contains(p.Output(), "DATA RACE") {
-			l.t.Errorf("netd %s: data race", name)
-		}
-		if l.t.Failed() || os.Getenv("ROUTER_LOG") == "1" {
-			l.t.Logf("%s output:\n%s", name, p.Output())
-		}
-	})
-	return p
+	return startNetd(l.t, l.lab, ns, name, nil, "ROUTER_LOG", args...)
 }
 
 // routesIn lists the router's routes (protocol 98) in the main table of
