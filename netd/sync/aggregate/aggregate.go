@@ -17,16 +17,19 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/kubelink/kubelink/api/synced"
 )
 
 const (
-	// ManagedBy is our value of discoveryv1.LabelManagedBy. The EndpointSlice
-	// controller and the mirroring controller leave slices with a foreign
-	// value alone, and Diff only ever touches slices carrying it.
-	ManagedBy = "netd-sync.kubelink.mandelsoft.org"
-	// LabelSourceCluster names the remote cluster a slice was built from, so
-	// an operator (and a cleanup) can see where endpoints come from.
-	LabelSourceCluster = "kubelink.mandelsoft.org/source-cluster"
+	// ManagedBy is our value of discoveryv1.LabelManagedBy (see package
+	// api/synced); Diff only ever touches slices carrying it.
+	ManagedBy = synced.ManagedBy
+	// LabelSourceCluster names the remote cluster a slice was built from.
+	LabelSourceCluster = synced.LabelSourceCluster
+	// MaxEndpoints per slice, the EndpointSlice controller's default: larger
+	// groups are split into several slices.
+	MaxEndpoints = 1000
 
 	// maxNameLen keeps slice names DNS labels, as the EndpointSlice
 	// controller does, although the API would accept a 253-char subdomain.
@@ -65,7 +68,10 @@ type RemoteService struct {
 
 // Cluster is one remote cluster with its view of the Service.
 type Cluster struct {
-	Name    string
+	Name string
+	// Kind is the kind of link the cluster is followed through
+	// (synced.KindClusterLink or synced.KindKubeLink); it labels the slices.
+	Kind    string
 	Mode    AddressMode
 	Healthy bool
 	// Service is nil when the remote cluster has no such Service.
@@ -175,7 +181,7 @@ func clusterSlices(local LocalService, c Cluster) ([]*discoveryv1.EndpointSlice,
 		if perFamily[g.fam] > 1 {
 			variant = sig
 		}
-		out = append(out, buildSlice(local, c, g, variant))
+		out = append(out, buildSlices(local, c, g, variant)...)
 	}
 	return out, ""
 }
@@ -428,28 +434,55 @@ func copyPtr[T any](p *T) *T {
 	return &v
 }
 
-func buildSlice(local LocalService, c Cluster, g *group, variant string) *discoveryv1.EndpointSlice {
+// buildSlices builds the slices of one group: one, or several of at most
+// MaxEndpoints endpoints each (in address order; the first keeps the plain
+// name, the others add their part number to the name's variant).
+func buildSlices(local LocalService, c Cluster, g *group, variant string) []*discoveryv1.EndpointSlice {
 	eps := make([]discoveryv1.Endpoint, 0, len(g.endpoints))
 	for _, ep := range g.endpoints {
 		eps = append(eps, ep)
 	}
 	sort.Slice(eps, func(i, j int) bool { return addrLess(eps[i].Addresses[0], eps[j].Addresses[0]) })
-	ports := append([]discoveryv1.EndpointPort(nil), g.ports...)
-	return &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      SliceName(local.Namespace, local.Name, c.Name, string(g.fam), variant),
-			Namespace: local.Namespace,
-			Labels: map[string]string{
-				discoveryv1.LabelServiceName: local.Name,
-				discoveryv1.LabelManagedBy:   ManagedBy,
-				LabelSourceCluster:           c.Name,
+	var out []*discoveryv1.EndpointSlice
+	for part := 0; part == 0 || part*MaxEndpoints < len(eps); part++ {
+		chunk := eps[part*MaxEndpoints : min(len(eps), (part+1)*MaxEndpoints)]
+		v := variant
+		if part > 0 {
+			v = variant + "/part" + strconv.Itoa(part)
+		}
+		out = append(out, &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:            SliceName(local.Namespace, local.Name, c.Name, string(g.fam), v),
+				Namespace:       local.Namespace,
+				Labels:          Labels(c, local.Name),
+				OwnerReferences: []metav1.OwnerReference{ownerRef(local)},
 			},
-			OwnerReferences: []metav1.OwnerReference{ownerRef(local)},
-		},
-		AddressType: g.fam.addressType(),
-		Endpoints:   eps,
-		Ports:       ports,
+			AddressType: g.fam.addressType(),
+			Endpoints:   append([]discoveryv1.Endpoint(nil), chunk...),
+			Ports:       append([]discoveryv1.EndpointPort(nil), g.ports...),
+		})
 	}
+	return out
+}
+
+// Labels are the labels of a slice of cluster c for the local Service
+// service: the Service's, ours (managed-by twice: the EndpointSlice label
+// and the cleanup label), the source cluster and kind, and svclink's
+// cluster label for ClusterLinks.
+func Labels(c Cluster, service string) map[string]string {
+	l := map[string]string{
+		discoveryv1.LabelServiceName: service,
+		discoveryv1.LabelManagedBy:   ManagedBy,
+		synced.LabelManagedBy:        synced.ManagerName,
+		LabelSourceCluster:           c.Name,
+	}
+	if c.Kind != "" {
+		l[synced.LabelSourceKind] = c.Kind
+	}
+	if c.Kind == synced.KindClusterLink {
+		l[synced.LabelSvclinkCluster] = c.Name
+	}
+	return l
 }
 
 // ownerRef makes the local Service the controller of the slice, so deleting

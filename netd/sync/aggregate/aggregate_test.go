@@ -324,3 +324,53 @@ func TestSliceName(t *testing.T) {
 		t.Errorf("long name %q has %d chars", n, len(n))
 	}
 }
+
+// TestSplitAndLabels: a group above MaxEndpoints becomes several slices
+// with distinct names, none above the limit, no endpoint lost; every slice
+// carries the cleanup label and, for a ClusterLink, svclink's label.
+func TestSplitAndLabels(t *testing.T) {
+	var eps []discoveryv1.Endpoint
+	for i := 0; i < 2*MaxEndpoints+5; i++ {
+		eps = append(eps, ep("10.1."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), yes, yes, no))
+	}
+	remote := &RemoteService{ClusterIPs: []string{"10.96.0.7"}, Ports: []corev1.ServicePort{sport("http", 80)}}
+	c := Cluster{Name: "east", Kind: "ClusterLink", Mode: ModePod, Healthy: true, Service: remote,
+		Slices: []*discoveryv1.EndpointSlice{rslice("web-a", discoveryv1.AddressTypeIPv4, []discoveryv1.EndpointPort{eport("http", 8080)}, eps...)}}
+	plan := Desired(localWeb(sport("http", 80)), []Cluster{c})
+	if len(plan.Slices) != 3 {
+		t.Fatalf("%d slices, want 3", len(plan.Slices))
+	}
+	names, seen := map[string]bool{}, map[string]bool{}
+	for _, s := range plan.Slices {
+		if len(s.Endpoints) > MaxEndpoints {
+			t.Errorf("%s has %d endpoints", s.Name, len(s.Endpoints))
+		}
+		if names[s.Name] {
+			t.Errorf("duplicate name %s", s.Name)
+		}
+		names[s.Name] = true
+		for _, e := range s.Endpoints {
+			seen[e.Addresses[0]] = true
+		}
+		if s.Labels["kubelink.mandelsoft.org/managed-by"] != "netd-sync" || s.Labels["svclink.cloudpilot.ai/cluster"] != "east" ||
+			s.Labels["kubelink.mandelsoft.org/source-kind"] != "ClusterLink" {
+			t.Errorf("labels of %s: %v", s.Name, s.Labels)
+		}
+	}
+	if len(seen) != len(eps) {
+		t.Fatalf("%d distinct endpoints planned, want %d", len(seen), len(eps))
+	}
+	// Stable: the same input plans the same names.
+	again := Desired(localWeb(sport("http", 80)), []Cluster{c})
+	for i := range again.Slices {
+		if again.Slices[i].Name != plan.Slices[i].Name || !Equal(again.Slices[i], plan.Slices[i]) {
+			t.Fatalf("replanning changed slice %d", i)
+		}
+	}
+	c.Kind = "KubeLink"
+	for _, s := range Desired(localWeb(sport("http", 80)), []Cluster{c}).Slices {
+		if _, ok := s.Labels["svclink.cloudpilot.ai/cluster"]; ok {
+			t.Fatalf("KubeLink slice with svclink's label: %v", s.Labels)
+		}
+	}
+}
