@@ -1,5 +1,6 @@
 // Command netd is kubelink's network daemon: `netd broker` is the cluster's
 // mesh gateway; `netd router` routes every node's mesh traffic to it;
+// `netd sync` turns remote clusters' services into local endpoints;
 // `netd kubeconfig` creates a read-only identity in a remote cluster and
 // prints or stores its credential; `netd keygen` prints a WireGuard key pair; `netd version` prints the
 // version.
@@ -18,6 +19,7 @@ import (
 	"github.com/kubelink/kubelink/netd/broker"
 	"github.com/kubelink/kubelink/netd/remotecfg"
 	"github.com/kubelink/kubelink/netd/router"
+	"github.com/kubelink/kubelink/netd/sync/controller"
 	"github.com/kubelink/kubelink/netd/vxlan"
 	"github.com/kubelink/kubelink/netd/wgkey"
 )
@@ -35,6 +37,8 @@ func usage(w io.Writer) {
 commands:
   broker     run the cluster's mesh gateway (tunnels, routes, SNAT, link status)
   router     route this node's mesh traffic to the active gateway (DaemonSet)
+  sync       follow the clusters of ClusterLinks and KubeLink apiAccess: their endpoints into local
+             EndpointSlices of the same-named Services, MCS ServiceImports, MeshService mirrors
   ipforward  enable IPv4 forwarding in this network namespace (init container of a pod-mode gateway);
              --loose-rp-filter also turns strict reverse-path filtering loose (VXLAN from the routers)
   kubeconfig run against a REMOTE cluster (--kubeconfig, --context): create its read-only
@@ -43,7 +47,7 @@ commands:
   keygen     print a new WireGuard key pair
   version    print the version
 
-netd broker -h, netd router -h and netd kubeconfig -h list their flags.`)
+netd broker -h, netd router -h, netd sync -h and netd kubeconfig -h list their flags.`)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -73,6 +77,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return daemon("router", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
 			func(ctx context.Context, log *slog.Logger) error { return router.Run(ctx, cfg, log) },
 			func() []any { return []any{"encapsulation", cfg.Encapsulation()} })
+	case "sync":
+		cfg := &controller.Config{}
+		return daemon("sync", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
+			func(ctx context.Context, log *slog.Logger) error { return controller.Run(ctx, cfg, log) },
+			func() []any { return []any{"cluster", cfg.ClusterName} })
 	case "ipforward":
 		return ipforward(args[1:], stdout, stderr)
 	case "kubeconfig":
