@@ -54,6 +54,12 @@ type Link struct {
 	CIDR    netip.Prefix
 	Egress  []netip.Prefix
 	Ingress []Rule
+	// Learned are host prefixes of the cluster's MeshService addresses
+	// inside the mesh network that a gateway learned from netd sync's
+	// mirrors (Set.LearnServiceAddresses). They are routed like egress,
+	// but never come from the KubeLink and never take part in admission:
+	// Build leaves them empty.
+	Learned []netip.Prefix
 	// Endpoint is host:port of the peer gateway; empty for Inbound and local
 	// links.
 	Endpoint     string
@@ -89,14 +95,17 @@ func (l *Link) EffectiveState() (state, message string) {
 	return l.State, l.Message
 }
 
-// Routes are the destinations reached through the link: its service CIDR
-// and egress CIDRs.
+// Routes are the destinations reached through the link: its service CIDR,
+// egress CIDRs and learned MeshService addresses. Every consumer (tunnel
+// peers, routes, SNAT, firewall sources) treats them alike, so a learned
+// address needs no code path of its own.
 func (l *Link) Routes() []netip.Prefix {
-	var out []netip.Prefix
+	out := make([]netip.Prefix, 0, 1+len(l.Egress)+len(l.Learned))
 	if l.CIDR.IsValid() {
 		out = append(out, l.CIDR)
 	}
-	return append(out, l.Egress...)
+	out = append(out, l.Egress...)
+	return append(out, l.Learned...)
 }
 
 var (

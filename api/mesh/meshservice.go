@@ -297,6 +297,15 @@ func checkMeshAddress(a netip.Addr, m *Mesh) error {
 	return nil
 }
 
+// OfferedPorts lists the mesh-side ports of a MeshService as its gateway
+// offers them: spec.ports, or the numeric ports of the mappings when
+// spec.ports is empty; protocols defaulted to TCP. None means the whole
+// address (every protocol and port). Mirrors of remote MeshServices
+// (netd/sync/meshsvc) describe the same ports the remote gateway serves.
+func OfferedPorts(spec *v1alpha1.MeshServiceSpec) ([]v1alpha1.ServicePort, error) {
+	return offeredPorts(spec)
+}
+
 // offeredPorts lists the mesh-side ports: spec.ports, or the numeric ports
 // of the mappings when spec.ports is empty.
 func offeredPorts(spec *v1alpha1.MeshServiceSpec) ([]v1alpha1.ServicePort, error) {

@@ -41,9 +41,17 @@ type Needs struct {
 	Lease Ref
 	// PodNamespace, when set: the pods of that namespace.
 	PodNamespace string
+	// SelectedSlices, when its Namespace is set: the EndpointSlices of
+	// that one namespace matching its label selector (the broker reads
+	// netd sync's MeshService mirrors so, with a namespaced Role and
+	// without caching every EndpointSlice of the cluster).
+	SelectedSlices Selection
 	// Resync is the informers' resync period (0: 10 minutes).
 	Resync time.Duration
 }
+
+// Selection is a namespace and a label selector ("" selects all).
+type Selection struct{ Namespace, Selector string }
 
 // Cache is the informer caches of what a consumer needs. Every change of
 // any of them calls the one onChange given to Start; consumers coalesce
@@ -55,6 +63,9 @@ type Cache struct {
 	podNamespace                                        string
 	onError                                             func(error)
 	wg                                                  sync.WaitGroup
+
+	// selected are the EndpointSlices of Needs.SelectedSlices.
+	selected cache.SharedIndexInformer
 }
 
 // Start starts the informers of needs on clients and waits until their
@@ -119,6 +130,13 @@ func Start(ctx context.Context, c *Clients, needs Needs, onChange func(), onErro
 	if needs.PodNamespace != "" {
 		pf := informers.NewSharedInformerFactoryWithOptions(c.Core, resync, informers.WithNamespace(needs.PodNamespace))
 		if w.pods, err = add("pods in "+needs.PodNamespace, pf.Core().V1().Pods().Informer()); err != nil {
+			return nil, err
+		}
+	}
+	if sel := needs.SelectedSlices; sel.Namespace != "" {
+		sf := informers.NewSharedInformerFactoryWithOptions(c.Core, resync, informers.WithNamespace(sel.Namespace),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel.Selector }))
+		if w.selected, err = add("EndpointSlices in "+sel.Namespace+" ("+sel.Selector+")", sf.Discovery().V1().EndpointSlices().Informer()); err != nil {
 			return nil, err
 		}
 	}
@@ -230,6 +248,23 @@ func (w *Cache) EndpointSlices(namespace, service string) []*discoveryv1.Endpoin
 	for _, o := range w.slices.GetStore().List() {
 		s, ok := o.(*discoveryv1.EndpointSlice)
 		if ok && s.Namespace == namespace && s.Labels[discoveryv1.LabelServiceName] == service {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// SelectedSlices returns the cached EndpointSlices of
+// Needs.SelectedSlices sorted by name (read only).
+func (w *Cache) SelectedSlices() []*discoveryv1.EndpointSlice {
+	if w.selected == nil {
+		return nil
+	}
+	items := w.selected.GetStore().List()
+	out := make([]*discoveryv1.EndpointSlice, 0, len(items))
+	for _, o := range items {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
 			out = append(out, s)
 		}
 	}

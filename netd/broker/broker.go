@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
@@ -20,6 +21,7 @@ import (
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/api/watch"
+	"github.com/kubelink/kubelink/netd/broker/plan"
 	"github.com/kubelink/kubelink/netd/kube"
 	"github.com/kubelink/kubelink/netd/leader"
 	"github.com/kubelink/kubelink/netd/linkstate"
@@ -81,8 +83,8 @@ type broker struct {
 	clients *watch.Clients
 	metrics *metrics.Metrics
 	log     *slog.Logger
-	// cache is the KubeLinks, MeshServices and Services; watcher its
-	// KubeLink view.
+	// cache is the KubeLinks, MeshServices, Services and MeshService
+	// mirrors; watcher its KubeLink view.
 	cache    *watch.Cache
 	watcher  watch.KubeLinkView
 	tun      tunnel.Tunnel
@@ -97,6 +99,8 @@ type broker struct {
 	written map[string]v1alpha1.MeshServiceStatus
 	// decap is the VXLAN decapsulating device (--vxlan), else nil.
 	decap *vxlan.Gateway
+	// learned is what logMirrors last logged.
+	learned string
 }
 
 func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *observe, log *slog.Logger) error {
@@ -115,7 +119,14 @@ func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *obse
 	}
 	trigger := runtime.NewTrigger()
 	kick := trigger.Kick
-	c, stopWatching, err := runtime.Watch(ctx, clients, watch.Needs{KubeLinks: true, MeshServices: true, Services: true}, kick, log)
+	needs := watch.Needs{KubeLinks: true, MeshServices: true, Services: true}
+	if b.mirrorsReadable(ctx) {
+		// netd sync's MeshService mirrors: only in the broker's own
+		// namespace (a namespaced Role suffices; slices elsewhere are
+		// never cached).
+		needs.SelectedSlices = watch.Selection{Namespace: cfg.Namespace, Selector: plan.MirrorSelector}
+	}
+	c, stopWatching, err := runtime.Watch(ctx, clients, needs, kick, log)
 	if err != nil {
 		return err
 	}
@@ -153,6 +164,21 @@ func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *obse
 		Reconcile: b.reconcile, OK: func() { o.proc.SetReady(true) }}
 	loop.Run(ctx)
 	return nil
+}
+
+// mirrorsReadable probes whether the broker may list EndpointSlices in
+// its namespace. An informer without that right would never sync and hold
+// the whole broker up; without it the broker runs on, without remote
+// MeshService addresses, and says what is missing. Other errors are left
+// to the informer, which retries.
+func (b *broker) mirrorsReadable(ctx context.Context) bool {
+	_, err := b.clients.Core.DiscoveryV1().EndpointSlices(b.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: plan.MirrorSelector, Limit: 1})
+	if apierrors.IsForbidden(err) {
+		b.log.Warn("remote MeshService addresses disabled: the broker may not list endpointslices in its namespace (grant get, list, watch on endpointslices.discovery.k8s.io there and restart)",
+			"namespace", b.cfg.Namespace, "err", err)
+		return false
+	}
+	return true
 }
 
 func (b *broker) openTunnel(ctx context.Context, kick func()) error {
@@ -205,8 +231,10 @@ func (b *broker) privateKey(ctx context.Context) (wgkey.Key, error) {
 // reconcile brings device, routes, nftables and status to the level the
 // KubeLinks and MeshServices describe.
 func (b *broker) reconcile(ctx context.Context) error {
-	out, err := b.dp.Reconcile(ctx, b.watcher.List(), b.cache.MeshServices().List(), b.cache.Service)
+	out, err := b.dp.ReconcileObjects(ctx, plan.Objects{Links: b.watcher.List(), Services: b.cache.MeshServices().List(),
+		Lookup: b.cache.Service, Mirrors: b.cache.SelectedSlices()})
 	b.linkErrs = out.LinkErrs
+	b.logMirrors(out)
 	b.metrics.TableWrites.Set(float64(b.dp.table.Writes()))
 	if w, ok := b.tun.(interface{ Writes() int }); ok {
 		b.metrics.TunnelWrites.Set(float64(w.Writes()))
@@ -216,6 +244,32 @@ func (b *broker) reconcile(ctx context.Context) error {
 		decapErr = b.decap.Ensure()
 	}
 	return errors.Join(err, decapErr, b.updateStatus(ctx, out.Set), b.updateServiceStatus(ctx, out.Plans))
+}
+
+// logMirrors logs the remote MeshService addresses learned from netd
+// sync's mirrors, and those refused, whenever they change.
+func (b *broker) logMirrors(out *Outcome) {
+	var learned []string
+	for _, l := range out.Set.Usable() {
+		if len(l.Learned) > 0 && b.cfg.Serves(l.Name) {
+			learned = append(learned, fmt.Sprintf("%s=%v", l.Name, l.Learned))
+		}
+	}
+	var rejected []string
+	for _, r := range out.MirrorRejects {
+		rejected = append(rejected, r.String())
+	}
+	sum := fmt.Sprint(learned, rejected)
+	first := b.learned == ""
+	if sum == b.learned || first && len(learned)+len(rejected) == 0 {
+		b.learned = sum
+		return
+	}
+	b.learned = sum
+	if len(rejected) > 0 {
+		b.log.Warn("MeshService mirrors: addresses refused", "refused", rejected)
+	}
+	b.log.Info("MeshService mirrors: learned addresses", "learned", learned)
 }
 
 // updateServiceStatus writes every MeshService status that changed and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/kube"
 	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/vxlan"
 )
@@ -75,6 +76,11 @@ type Config struct {
 	VXLANPort int
 	VXLANVNI  int
 	VXLANIP   string
+
+	// Namespace is the broker's own namespace ($POD_NAMESPACE, else the
+	// service account's, else default; no flag). netd sync writes its
+	// MeshService mirrors there, and only mirrors there become routes.
+	Namespace string
 }
 
 // Flags registers the broker's flags (the original kubelink's names).
@@ -122,6 +128,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("no $POD_NAME and no host name: %w", err)
 		}
 		c.Identity = h
+	}
+	if c.Namespace == "" {
+		c.Namespace = kube.Namespace()
 	}
 	if c.Keepalive < time.Second {
 		return fmt.Errorf("--keepalive must be at least 1s")

@@ -51,6 +51,9 @@ type Outcome struct {
 	// Chains is netd's nftables table as this reconcile wants it; it is
 	// applied only when there is a tunnel.
 	Chains []nftable.Chain
+	// MirrorRejects are the remote MeshService addresses of mirrors that
+	// did not become routes, with the reason.
+	MirrorRejects []mesh.Rejected
 }
 
 // Writes counts the writes sent to the kernel and the tunnel device so far
@@ -77,9 +80,16 @@ func (d *Dataplane) Close() error {
 	return rerr
 }
 
-// Reconcile plans the objects and brings the kernel to that plan.
+// Reconcile plans links and MeshServices (no MeshService mirrors) and
+// brings the kernel to that plan.
 func (d *Dataplane) Reconcile(ctx context.Context, links []*v1alpha1.KubeLink, services []*v1alpha1.MeshService, lookup mesh.ServiceLookup) (*Outcome, error) {
-	return d.apply(ctx, plan.Make(d.planConfig(ctx), links, services, lookup))
+	return d.ReconcileObjects(ctx, plan.Objects{Links: links, Services: services, Lookup: lookup})
+}
+
+// ReconcileObjects plans the objects, with netd sync's MeshService
+// mirrors, and brings the kernel to that plan.
+func (d *Dataplane) ReconcileObjects(ctx context.Context, in plan.Objects) (*Outcome, error) {
+	return d.apply(ctx, plan.MakeFrom(d.planConfig(ctx), in))
 }
 
 // planConfig is the plan's view of the flags. Endpoint hosts resolve
@@ -94,6 +104,9 @@ func (d *Dataplane) planConfig(ctx context.Context) plan.Config {
 		PodMode:        d.cfg.PodCIDR != "",
 		AdvertisedPort: d.cfg.AdvertisedPort,
 		Resolve:        func(host string) (netip.Addr, error) { return d.resolver.resolve(ctx, host) },
+		// Mirrors are trusted in the broker's own namespace only, where
+		// netd sync writes them.
+		MirrorNamespace: d.cfg.Namespace,
 	}
 	if d.cfg.ServedLinks != "" && d.cfg.ServedLinks != "all" {
 		pc.Serves = d.cfg.Serves
@@ -109,7 +122,7 @@ type helloTunnel interface {
 // apply drives the tunnel, the routes and the nftables table to the plan.
 // Without a tunnel (mode none) nothing is written.
 func (d *Dataplane) apply(ctx context.Context, p *plan.Plan) (*Outcome, error) {
-	out := &Outcome{Set: p.Set, Plans: p.Services, LinkErrs: maps.Clone(p.LinkErrs), Chains: p.Chains}
+	out := &Outcome{Set: p.Set, Plans: p.Services, LinkErrs: maps.Clone(p.LinkErrs), Chains: p.Chains, MirrorRejects: p.MirrorRejects}
 	if d.tun == nil {
 		return out, nil
 	}

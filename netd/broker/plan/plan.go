@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"sort"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
+
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/firewall"
@@ -50,6 +52,20 @@ type Config struct {
 	// passed in: the broker passes its cached DNS resolver, tests a table.
 	// Literal IP hosts never reach it; nil resolves no names.
 	Resolve func(host string) (netip.Addr, error)
+	// MirrorNamespace is the broker's own namespace, the only one whose
+	// MeshService mirrors (Objects.Mirrors) are trusted; empty trusts
+	// none.
+	MirrorNamespace string
+}
+
+// Objects are the cluster objects a plan is made of.
+type Objects struct {
+	Links    []*v1alpha1.KubeLink
+	Services []*v1alpha1.MeshService
+	Lookup   mesh.ServiceLookup
+	// Mirrors are EndpointSlices that may be netd sync's mirrors of remote
+	// MeshServices; MirrorClaims picks the real ones.
+	Mirrors []*discoveryv1.EndpointSlice
 }
 
 // Plan is the desired dataplane of one reconcile.
@@ -57,15 +73,17 @@ type Plan struct {
 	// Set is the mesh library's view of the links, with their verdicts.
 	Set *mesh.Set
 	// Peers are the tunnel peers: every usable served link that is not
-	// relayed, with allowed IPs = link address/32, cidr, egress, plus the
-	// destinations of the links relayed through it (spec.gatewayLink).
+	// relayed, with allowed IPs = link address/32, cidr, egress, learned
+	// MeshService addresses (mirrors), plus the destinations of the links
+	// relayed through it (spec.gatewayLink).
 	Peers []tunnel.Peer
 	// Addresses are the local link addresses of the meshes, one /32 each
 	// on the device.
 	Addresses []netip.Addr
 	// Routes lead into the device: every mesh network (only when serving
-	// every link), every served link's cidr and egress, and its link
-	// address/32 when the mesh network is not routed.
+	// every link), every served link's cidr, egress and learned MeshService
+	// addresses, and its link address/32 when the mesh network is not
+	// routed.
 	Routes []routes.Route
 	// SNAT are the source mappings of the snat chain, one per routed
 	// destination.
@@ -84,21 +102,36 @@ type Plan struct {
 	// LinkErrs are configuration errors of served links (link name →
 	// message); such a link gets no peer and no routes.
 	LinkErrs map[string]string
+	// MirrorRejects are the addresses of MeshService mirrors that did not
+	// become routes, with the reason (mesh.Set.LearnServiceAddresses);
+	// the accepted ones are the links' Learned addresses in Set.
+	MirrorRejects []mesh.Rejected
 }
 
-// Make computes the plan of the objects. It is a function of its inputs
-// (and of cfg.Resolve's answers); the same objects give the same plan,
-// in the same order, whatever their order.
+// Make computes the plan of links and MeshServices without mirrors (see
+// MakeFrom).
 func Make(cfg Config, links []*v1alpha1.KubeLink, services []*v1alpha1.MeshService, lookup mesh.ServiceLookup) *Plan {
+	return MakeFrom(cfg, Objects{Links: links, Services: services, Lookup: lookup})
+}
+
+// MakeFrom computes the plan of the objects. It is a function of its
+// inputs (and of cfg.Resolve's answers); the same objects give the same
+// plan, in the same order, whatever their order.
+func MakeFrom(cfg Config, in Objects) *Plan {
 	serves := cfg.Serves
 	ownsNetwork := serves == nil
 	if serves == nil {
 		serves = func(string) bool { return true }
 	}
-	set := mesh.Build(links, cfg.Mesh)
+	set := mesh.Build(in.Links, cfg.Mesh)
 	p := &Plan{Set: set, LinkErrs: map[string]string{}, Hello: bridge.Hello{Port: cfg.AdvertisedPort}}
-	p.Services = cfg.services(services, lookup, set)
+	p.Services = cfg.services(in.Services, in.Lookup, set)
 	p.Forwards = forwards(p.Services)
+	// Remote MeshService addresses join their links' routes before
+	// anything reads them: peers' allowed IPs, routes, SNAT and firewall
+	// sources all derive from mesh.Link.Routes. The addresses this
+	// gateway serves itself stay local.
+	p.MirrorRejects = set.LearnServiceAddresses(MirrorClaims(cfg.MirrorNamespace, in.Mirrors), servedAddresses(p.Forwards))
 
 	// Mesh order must be stable: the nftables fingerprint depends on it.
 	names := make([]string, 0, len(set.Meshes))
@@ -191,6 +224,15 @@ func (cfg Config) services(services []*v1alpha1.MeshService, lookup mesh.Service
 			State: v1alpha1.StateUnsupported, Message: why, Object: ms})
 	}
 	return plans
+}
+
+// servedAddresses are the mesh addresses of the local MeshServices' forwards.
+func servedAddresses(fwd []nat.Forward) []netip.Addr {
+	out := make([]netip.Addr, 0, len(fwd))
+	for _, f := range fwd {
+		out = append(out, f.Address)
+	}
+	return out
 }
 
 // forwards flattens the forwards of the MeshServices that are Ok, each
