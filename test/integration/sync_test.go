@@ -18,13 +18,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubelink/kubelink/api/synced"
 	"github.com/kubelink/kubelink/api/watch"
 	"github.com/kubelink/kubelink/netd/sync/controller"
+	"github.com/kubelink/kubelink/netd/sync/remote"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -319,6 +322,75 @@ func TestSync(t *testing.T) {
 		endpoints(t, ctx, east.c, "default", "web", "10.1.0.1", "10.1.0.3")
 		waitSynced(t, "east's change", 10*time.Second, get("default", "web"),
 			"east:8080 10.1.0.1/ready 10.1.0.3/ready", "west:8080 10.2.0.1/ready")
+	})
+	t.Run("mcs", func(t *testing.T) {
+		export := func(dyn interface {
+			Resource(schema.GroupVersionResource) dynamic.NamespaceableResourceInterface
+		}, ns, name string) {
+			t.Helper()
+			u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+				"metadata": map[string]any{"namespace": ns, "name": name}}}
+			if _, err := dyn.Resource(remote.ServiceExports).Namespace(ns).Create(ctx, u, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// east exports web and db (ClusterSetIP) first; the local cluster
+		// then exports its headless db: the oldest export wins the type.
+		service(t, ctx, lc, "default", "db", "None")
+		service(t, ctx, east.c, "default", "db", "")
+		endpoints(t, ctx, east.c, "default", "db", "10.1.7.7")
+		export(east.env.Dynamic(), "default", "web")
+		export(east.env.Dynamic(), "default", "db")
+		time.Sleep(1100 * time.Millisecond) // creationTimestamps have seconds
+		export(dyn, "default", "db")
+		waitFor(t, 30*time.Second, func() error {
+			o, err := dyn.Resource(controller.ServiceImports).Namespace("default").Get(ctx, "web", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			typ, _, _ := unstructured.NestedString(o.Object, "spec", "type")
+			ips, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "ips")
+			cl := fmt.Sprint(o.Object["status"])
+			if typ != "ClusterSetIP" || len(ips) != 1 || ips[0] != web.Spec.ClusterIP || !strings.Contains(cl, "cluster:east") {
+				return fmt.Errorf("ServiceImport web: type %q ips %v status %v", typ, ips, cl)
+			}
+			l, err := lc.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "multicluster.kubernetes.io/service-name=web"})
+			if err != nil || len(l.Items) != 1 {
+				return fmt.Errorf("MCS slices of web: %v %v", l, err)
+			}
+			s := l.Items[0]
+			if s.Labels["multicluster.kubernetes.io/source-cluster"] != "east" || s.Labels[discoveryv1.LabelServiceName] != "" ||
+				len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != o.GetUID() {
+				return fmt.Errorf("MCS slice labels/owner: %v %v", s.Labels, s.OwnerReferences)
+			}
+			return nil
+		})
+		waitFor(t, 30*time.Second, func() error {
+			o, err := dyn.Resource(remote.ServiceExports).Namespace("default").Get(ctx, "db", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			conds := fmt.Sprint(o.Object["status"])
+			if !strings.Contains(conds, "type:Conflict") || !strings.Contains(conds, "TypeConflict") || !strings.Contains(conds, "type:Valid") {
+				return fmt.Errorf("local export conditions: %s", conds)
+			}
+			imp, err := dyn.Resource(controller.ServiceImports).Namespace("default").Get(ctx, "db", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if typ, _, _ := unstructured.NestedString(imp.Object, "spec", "type"); typ != "ClusterSetIP" {
+				return fmt.Errorf("db import type %q, the oldest export (east, ClusterSetIP) must win", typ)
+			}
+			return nil
+		})
+		waitIdle(t, ctrl)
+		before := ctrl.Writes()
+		ctrl.Resync()
+		time.Sleep(500 * time.Millisecond)
+		waitIdle(t, ctrl)
+		if after := ctrl.Writes(); after != before {
+			t.Fatalf("a resync with MCS objects wrote %v times", after-before)
+		}
 	})
 	t.Run("health gating", func(t *testing.T) {
 		west.env.StopAPIServer()

@@ -88,7 +88,10 @@ type Controller struct {
 	trigger  *runtime.Trigger
 
 	services, ours, exports, imports, mirrors cache.SharedIndexInformer
-	clusterLinks, kubeLinks                   cache.SharedIndexInformer
+	// localSlices are the local cluster's own slices (not ours), for the
+	// endpoints of local ServiceExports.
+	localSlices             cache.SharedIndexInformer
+	clusterLinks, kubeLinks cache.SharedIndexInformer
 
 	recorder record.EventRecorder
 
@@ -154,6 +157,26 @@ func (c *Controller) Run(ctx context.Context, ready func()) error {
 	}); err != nil {
 		return fmt.Errorf("indexing our slices: %w", err)
 	}
+	lf := informers.NewSharedInformerFactoryWithOptions(c.local.Core, c.cfg.SyncInterval, informers.WithTransform(remote.StripManagedFields),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = discoveryv1.LabelManagedBy + "!=" + synced.ManagedBy
+		}))
+	c.localSlices = lf.Discovery().V1().EndpointSlices().Informer()
+	if err := c.localSlices.AddIndexers(cache.Indexers{remote.ByService: remote.ServiceIndex(discoveryv1.LabelServiceName)}); err != nil {
+		return fmt.Errorf("indexing local slices: %w", err)
+	}
+	// A local slice matters only for a locally exported Service.
+	exported := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if ns, n, ok := objectKey(obj, discoveryv1.LabelServiceName); ok {
+			if _, found, _ := c.exports.GetStore().GetByKey(ns + "/" + n); found {
+				c.enqueueService(ns, n)
+			}
+		}
+	}
+	_, _ = c.localSlices.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: exported, UpdateFunc: func(old, o any) { exported(old); exported(o) }, DeleteFunc: exported})
 	df := dynamicinformer.NewDynamicSharedInformerFactory(c.local.Dynamic, c.cfg.SyncInterval)
 	c.clusterLinks = df.ForResource(ClusterLinks).Informer()
 	c.kubeLinks = df.ForResource(watch.KubeLinks).Informer()
@@ -185,6 +208,8 @@ func (c *Controller) Run(ctx context.Context, ready func()) error {
 	}
 	f.Start(ctx.Done())
 	of.Start(ctx.Done())
+	lf.Start(ctx.Done())
+	defer lf.Shutdown()
 	df.Start(ctx.Done())
 	defer f.Shutdown()
 	defer of.Shutdown()

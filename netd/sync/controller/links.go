@@ -64,8 +64,9 @@ type entry struct {
 	credErr string
 	// link is the KubeLink whose state gates the cluster (KubeLinks).
 	link string
-	// healthy as last decided by the links loop.
-	healthy bool
+	// healthy as last decided by the links loop; synced: the connection's
+	// view was complete then (its change unfreezes the cluster's slices).
+	healthy, synced bool
 	// object is the ClusterLink ("namespace/name") or KubeLink ("name").
 	object string
 	inline bool
@@ -139,6 +140,10 @@ func (c *Controller) reconcileLinks(ctx context.Context) error {
 			e.healthy = h
 			changed = append(changed, e.name)
 			c.log.Info("cluster health", "cluster", e.name, "healthy", h)
+		}
+		if s := e.conn != nil && e.conn.Health().Synced; s != e.synced {
+			e.synced = s
+			changed = append(changed, e.name)
 		}
 		c.setGauges(e)
 	}

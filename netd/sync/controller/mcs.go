@@ -2,14 +2,208 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/kubelink/kubelink/api/synced"
+	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/netd/sync/remote"
 )
+
+// localClusterName names the local cluster in MCS objects (the
+// source-cluster label of its own export's slices, status.clusters).
+func (c *Controller) localClusterName() string {
+	if c.cfg.ClusterName != "" {
+		return c.cfg.ClusterName
+	}
+	return "local"
+}
+
+// mcsReady: the local cluster has the MCS kinds and their caches synced;
+// without them there is nothing to import into.
+func (c *Controller) mcsReady() bool {
+	return c.exports.HasSynced() && c.imports.HasSynced() && c.localSlices != nil && c.localSlices.HasSynced()
+}
 
 // syncMCS reconciles the ServiceImport, its slices and the local
 // ServiceExport's conditions of one Service (package mcs plans them).
-func (c *Controller) syncMCS(ctx context.Context, ns, name string, local *corev1.Service, views []view) error {
+func (c *Controller) syncMCS(ctx context.Context, ns, name string, svc *corev1.Service, views []view) error {
+	if !c.mcsReady() {
+		return nil
+	}
+	var exports []mcs.Export
+	localExport, err := getTyped[mcsv1alpha1.ServiceExport](c.exports.GetStore(), ns+"/"+name)
+	if err != nil {
+		return err
+	}
+	if localExport != nil {
+		exports = append(exports, mcs.Export{Cluster: c.localClusterName(), Local: true, Export: localExport, Service: svc,
+			Slices: c.localOwnSlices(ns, name), Healthy: true})
+	}
+	for _, v := range views {
+		if v.frozen || !v.filter.Allows(ns, name) {
+			continue
+		}
+		e, err := v.conn.Export(ns, name)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			continue
+		}
+		exports = append(exports, mcs.Export{Cluster: v.name, Kind: v.kind, Export: e, Service: v.conn.Service(ns, name),
+			Slices: v.conn.Slices(ns, name), Mode: v.mode, Healthy: v.healthy})
+	}
+	current, err := getTyped[mcsv1alpha1.ServiceImport](c.imports.GetStore(), ns+"/"+name)
+	if err != nil {
+		return err
+	}
+	in := mcs.Input{Namespace: ns, Name: name, LocalService: svc, Exports: exports}
+	if current != nil {
+		in.ImportUID = current.UID
+	}
+	plan := mcs.Desired(in, metav1.NewTime(c.now()))
+	if err := c.applyImport(ctx, plan.Import, current); err != nil {
+		return err
+	}
+	if localExport != nil && plan.LocalConditions != nil {
+		if merged, changed := mcs.MergeConditions(localExport.Status.Conditions, plan.LocalConditions); changed {
+			b, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": merged}})
+			if err != nil {
+				return fmt.Errorf("encoding the conditions of ServiceExport %s/%s: %w", ns, name, err)
+			}
+			_, err = c.local.Dynamic.Resource(remote.ServiceExports).Namespace(ns).Patch(ctx, name, types.MergePatchType, b,
+				metav1.PatchOptions{FieldManager: fieldManager}, "status")
+			c.metrics.write("serviceexport-status", "patch", err)
+			if err != nil {
+				return fmt.Errorf("writing the conditions of ServiceExport %s/%s: %w", ns, name, err)
+			}
+		}
+	}
+	if plan.AwaitImport {
+		// The slices need the new import's UID: once its event arrives the
+		// Service is queued again.
+		return nil
+	}
+	create, update, del := mcs.Diff(name, plan.Slices, c.ourSlices(byMCSService, ns, name))
+	return c.applySlices(ctx, create, update, del)
+}
+
+// applyImport writes the ServiceImport: created, updated (spec and status
+// separately, status is a subresource) or deleted, only where it differs.
+// Imports without our label are someone else's and left alone.
+func (c *Controller) applyImport(ctx context.Context, desired, current *mcsv1alpha1.ServiceImport) error {
+	res := c.local.Dynamic.Resource(ServiceImports)
+	if current != nil && current.Labels[synced.LabelManagedBy] != synced.ManagerName {
+		if desired != nil {
+			c.log.Debug("a ServiceImport of someone else is in the way", "import", current.Namespace+"/"+current.Name)
+		}
+		return nil
+	}
+	switch {
+	case desired == nil && current == nil:
+		return nil
+	case desired == nil:
+		err := res.Namespace(current.Namespace).Delete(ctx, current.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &current.UID}})
+		if apierrors.IsNotFound(err) {
+			err = nil
+		}
+		c.metrics.write("serviceimport", "delete", err)
+		if err != nil {
+			return fmt.Errorf("deleting ServiceImport %s/%s: %w", current.Namespace, current.Name, err)
+		}
+		return nil
+	case current == nil:
+		u, err := toUnstructured(desired)
+		if err != nil {
+			return err
+		}
+		created, err := res.Namespace(desired.Namespace).Create(ctx, u, metav1.CreateOptions{FieldManager: fieldManager})
+		c.metrics.write("serviceimport", "create", err)
+		if err != nil {
+			return fmt.Errorf("creating ServiceImport %s/%s: %w", desired.Namespace, desired.Name, err)
+		}
+		// The status of a new object is dropped by the apiserver: write it.
+		created.Object["status"] = u.Object["status"]
+		_, err = res.Namespace(desired.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{FieldManager: fieldManager})
+		c.metrics.write("serviceimport-status", "update", err)
+		if err != nil {
+			return fmt.Errorf("writing the status of ServiceImport %s/%s: %w", desired.Namespace, desired.Name, err)
+		}
+		return nil
+	}
+	next := mcs.UpdateImport(desired, current)
+	if !mcs.ImportSpecEqual(desired, current) {
+		u, err := toUnstructured(next)
+		if err != nil {
+			return err
+		}
+		updated, err := res.Namespace(next.Namespace).Update(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager})
+		c.metrics.write("serviceimport", "update", err)
+		if err != nil {
+			return fmt.Errorf("updating ServiceImport %s/%s: %w", next.Namespace, next.Name, err)
+		}
+		next.ResourceVersion = updated.GetResourceVersion()
+	}
+	if !mcs.ImportStatusEqual(desired, current) {
+		u, err := toUnstructured(next)
+		if err != nil {
+			return err
+		}
+		_, err = res.Namespace(next.Namespace).UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: fieldManager})
+		c.metrics.write("serviceimport-status", "update", err)
+		if err != nil {
+			return fmt.Errorf("writing the status of ServiceImport %s/%s: %w", next.Namespace, next.Name, err)
+		}
+	}
 	return nil
+}
+
+// localOwnSlices are the local cluster's own slices of a Service (not
+// ours): the endpoints of the local export.
+func (c *Controller) localOwnSlices(ns, name string) []*discoveryv1.EndpointSlice {
+	objs, err := c.localSlices.GetIndexer().ByIndex(remote.ByService, ns+"/"+name)
+	if err != nil {
+		return nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*discoveryv1.EndpointSlice))
+	}
+	return out
+}
+
+func getTyped[T any](store interface {
+	GetByKey(string) (any, bool, error)
+}, key string) (*T, error) {
+	o, ok, err := store.GetByKey(key)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var out T
+	if err := kruntime.DefaultUnstructuredConverter.FromUnstructured(o.(*unstructured.Unstructured).Object, &out); err != nil {
+		return nil, fmt.Errorf("converting %s: %w", key, err)
+	}
+	return &out, nil
+}
+
+func toUnstructured(o *mcsv1alpha1.ServiceImport) (*unstructured.Unstructured, error) {
+	o = o.DeepCopy()
+	o.APIVersion, o.Kind = mcsv1alpha1.SchemeGroupVersion.String(), "ServiceImport"
+	m, err := kruntime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		return nil, fmt.Errorf("converting ServiceImport %s/%s: %w", o.Namespace, o.Name, err)
+	}
+	return &unstructured.Unstructured{Object: m}, nil
 }
 
 // syncMeshServices reconciles the mirrors of one cluster's MeshServices
