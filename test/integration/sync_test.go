@@ -452,6 +452,37 @@ func TestSync(t *testing.T) {
 			}
 			return nil
 		})
+		// east's MeshService on a mesh address: mirrored into netd's
+		// namespace for the broker, ready once east reports it Ok.
+		ms := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kubelink.mandelsoft.org/v1alpha1", "kind": "MeshService",
+			"metadata": map[string]any{"namespace": "default", "name": "web-vip"},
+			"spec":     map[string]any{"meshAddress": "192.168.0.100", "service": "web"}}}
+		created, err := east.env.Dynamic().Resource(watch.MeshServices).Namespace("default").Create(ctx, ms, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Object["status"] = map[string]any{"state": "Ok", "observedGeneration": created.GetGeneration()}
+		if _, err := east.env.Dynamic().Resource(watch.MeshServices).Namespace("default").UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		mirrors := func() []string {
+			l, err := lc.DiscoveryV1().EndpointSlices("kubelink").List(ctx, metav1.ListOptions{LabelSelector: synced.LabelMeshService + "," + synced.LabelSourceCluster + "=east-mesh"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, s := range l.Items {
+				for _, e := range s.Endpoints {
+					out = append(out, e.Addresses[0]+" ready="+fmt.Sprint(e.Conditions.Ready != nil && *e.Conditions.Ready))
+				}
+			}
+			return out
+		}
+		waitSynced(t, "MeshService mirror", 30*time.Second, mirrors, "192.168.0.100 ready=true")
+		if err := east.env.Dynamic().Resource(watch.MeshServices).Namespace("default").Delete(ctx, "web-vip", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitSynced(t, "MeshService mirror removed", 30*time.Second, mirrors)
 		setState("Down")
 		waitSynced(t, "east-mesh link down", 10*time.Second, get("default", "web"),
 			"east:8080 10.1.0.4/ready", "east-mesh:80 "+eastIP+"/notready", "west:8080 10.2.0.1/ready")

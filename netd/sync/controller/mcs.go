@@ -14,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
+	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/synced"
 	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/netd/sync/meshsvc"
 	"github.com/kubelink/kubelink/netd/sync/remote"
 )
 
@@ -206,8 +208,44 @@ func toUnstructured(o *mcsv1alpha1.ServiceImport) (*unstructured.Unstructured, e
 	return &unstructured.Unstructured{Object: m}, nil
 }
 
-// syncMeshServices reconciles the mirrors of one cluster's MeshServices
-// (package meshsvc plans them).
+// syncMeshServices reconciles the mirrors of one KubeLink cluster's
+// MeshServices in netd's namespace (package meshsvc plans them; the broker
+// turns their addresses into the link's allowed IPs and routes). A
+// cluster no longer followed loses its mirrors; one whose view is not
+// complete keeps them.
 func (c *Controller) syncMeshServices(ctx context.Context, cluster string) error {
-	return nil
+	c.mu.RLock()
+	e := c.clusters[cluster]
+	var conn *remote.Cluster
+	frozen := false
+	if e != nil {
+		conn, frozen = e.conn, e.disabled
+	}
+	c.mu.RUnlock()
+	var current []*discoveryv1.EndpointSlice
+	objs, _ := c.ours.GetIndexer().ByIndex(byCluster, cluster)
+	for _, o := range objs {
+		if s := o.(*discoveryv1.EndpointSlice); s.Namespace == c.cfg.Namespace && meshsvc.IsMirror(cluster, s) {
+			current = append(current, s)
+		}
+	}
+	var desired []*discoveryv1.EndpointSlice
+	if e != nil && e.kind == synced.KindKubeLink {
+		if frozen || conn == nil || !conn.MeshServicesKnown() {
+			return nil
+		}
+		kl := c.kubeLink(e.link)
+		if kl == nil {
+			return nil
+		}
+		network, err := mesh.ParseAddressPrefix(kl.Spec.ClusterAddress)
+		if err != nil {
+			return fmt.Errorf("KubeLink %s: spec.clusterAddress: %w", kl.Name, err)
+		}
+		desired = meshsvc.Desired(c.cfg.Namespace, cluster, network.Masked(), conn.MeshServices(func(err error) {
+			c.log.Warn("skipping a remote MeshService", "cluster", cluster, "err", err)
+		}))
+	}
+	create, update, del := meshsvc.Diff(cluster, desired, current)
+	return c.applySlices(ctx, create, update, del)
 }
