@@ -28,7 +28,7 @@ import (
 const (
 	syncName         = "kubelink-sync"
 	syncSA           = "system:serviceaccount:" + releaseNS + ":" + syncName
-	remoteReaderName = "kubelink-remote-reader"
+	remoteReaderName = "kubelink-mesh-reader"
 )
 
 func syncBase(t testing.TB) map[string]any {
@@ -63,7 +63,7 @@ func TestSyncDisabledByDefault(t *testing.T) {
 			t.Errorf("%s: sync objects rendered although sync.enabled defaults to false: %s", rel(f), names(s))
 		}
 		for _, o := range objs {
-			if strings.Contains(o.GetName(), "-sync") || strings.Contains(o.GetName(), "remote-reader") {
+			if strings.Contains(o.GetName(), "-sync") || strings.Contains(o.GetName(), "mesh-reader") {
 				t.Errorf("%s: %s/%s rendered by default", rel(f), o.GetKind(), o.GetName())
 			}
 		}
@@ -391,6 +391,7 @@ var syncClusterRules = []rule{
 	{"multicluster.x-k8s.io", "serviceexports", "", "get list watch"},
 	{"multicluster.x-k8s.io", "serviceexports/status", "", "get update patch"},
 	{"multicluster.x-k8s.io", "serviceimports", "", "get list watch create update patch delete"},
+	{"multicluster.x-k8s.io", "serviceimports/status", "", "get update patch"},
 	{"", "events", "", "create patch"},
 	{"events.k8s.io", "events", "", "create patch"},
 }

@@ -2,7 +2,7 @@
 
 {{- define "kubelink.syncName" -}}{{ include "kubelink.fullname" . }}-sync{{- end -}}
 {{- define "kubelink.syncLeaseName" -}}{{ include "kubelink.syncName" . }}{{- end -}}
-{{- define "kubelink.remoteReaderName" -}}{{ include "kubelink.fullname" . }}-remote-reader{{- end -}}
+{{- define "kubelink.remoteReaderName" -}}{{ include "kubelink.fullname" . }}-mesh-reader{{- end -}}
 
 {{/* "true" when the sync replicas elect a leader: more than one replica, or asked for. */}}
 {{- define "kubelink.syncLeaderElection" -}}
