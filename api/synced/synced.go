@@ -45,6 +45,39 @@ const (
 	LabelMeshService = "kubelink.mandelsoft.org/mesh-service"
 )
 
+// Service mirrors: netd sync writes, in netd's namespace, one EndpointSlice
+// per address family for every Service of every cluster it follows through
+// a KubeLink (the mesh members; filters apply). Without
+// kubernetes.io/service-name, so kube-proxy ignores them; the kubelink DNS
+// plugin answers <svc>.<ns>.svc.<cluster>.<mesh> (kubernetes mode) and the
+// global names from them.
+//
+// Endpoints are addresses this cluster can reach: for a ClusterIP Service
+// its ClusterIPs where the KubeLink's spec.cidr holds them, else the mesh
+// address of a MeshService of the remote cluster for that Service, else
+// the Service gets no mirror (unreachable from here); ClusterIP endpoints
+// are always ready (DNS answers a ClusterIP whatever its backends). For a
+// headless Service the remote endpoints with their hostnames and
+// conditions. Ports: the Service's ports (ClusterIP) or the endpoint ports
+// (headless), with their names, for SRV.
+const (
+	// LabelServiceNamespace and LabelServiceName name the remote Service.
+	LabelServiceNamespace = "kubelink.mandelsoft.org/service-namespace"
+	LabelServiceName      = "kubelink.mandelsoft.org/service-name"
+	// LabelServiceType is ServiceTypeClusterIP or ServiceTypeHeadless.
+	LabelServiceType = "kubelink.mandelsoft.org/service-type"
+	// LabelExported is "true" when the remote cluster exports the Service
+	// (a ServiceExport, or a MeshService for it): it then joins the global
+	// name <svc>.<ns>.svc.global.<mesh>.
+	LabelExported = "kubelink.mandelsoft.org/exported"
+
+	ServiceTypeClusterIP = "ClusterIP"
+	ServiceTypeHeadless  = "Headless"
+)
+
+// MirrorSelector selects the service mirrors of every cluster.
+const MirrorSelector = LabelManagedBy + "=" + ManagerName + "," + LabelServiceName
+
 // Source kinds, values of LabelSourceKind.
 const (
 	KindClusterLink = "ClusterLink"

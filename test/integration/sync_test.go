@@ -422,7 +422,7 @@ func TestSync(t *testing.T) {
 		_ = printed
 		kl := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kubelink.mandelsoft.org/v1alpha1", "kind": "KubeLink",
 			"metadata": map[string]any{"name": "east-mesh"},
-			"spec": map[string]any{"cidr": "100.64.0.0/20", "clusterAddress": "192.168.0.12/24", "endpoint": "127.0.0.1:8777",
+			"spec": map[string]any{"cidr": "10.0.0.0/24", "clusterAddress": "192.168.0.12/24", "endpoint": "127.0.0.1:8777",
 				"publicKey": "ZmFrZWtleWZha2VrZXlmYWtla2V5ZmFrZWtleWZha2U=",
 				"apiAccess": map[string]any{"name": "east-api", "namespace": "kubelink", "server": east.env.URL}}}}
 		if _, err := dyn.Resource(watch.KubeLinks).Create(ctx, kl, metav1.CreateOptions{}); err != nil {
@@ -452,6 +452,33 @@ func TestSync(t *testing.T) {
 			}
 			return nil
 		})
+		// Service mirrors for the DNS: east's Services reachable here
+		// (spec.cidr holds the ClusterIPs), in netd's namespace.
+		svcMirrors := func() []string {
+			l, err := lc.DiscoveryV1().EndpointSlices("kubelink").List(ctx, metav1.ListOptions{LabelSelector: synced.MirrorSelector + "," + synced.LabelSourceCluster + "=east-mesh"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, s := range l.Items {
+				for _, e := range s.Endpoints {
+					out = append(out, s.Labels[synced.LabelServiceNamespace]+"/"+s.Labels[synced.LabelServiceName]+" "+e.Addresses[0]+" exported="+s.Labels[synced.LabelExported])
+				}
+			}
+			sort.Strings(out)
+			return out
+		}
+		ipOf := func(ns, name string) string {
+			s, err := east.c.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s.Spec.ClusterIP
+		}
+		want := []string{"default/web " + eastIP + " exported=true", "default/db " + ipOf("default", "db") + " exported=true",
+			"default/internal-db " + ipOf("default", "internal-db") + " exported=", "shop/api " + ipOf("shop", "api") + " exported=",
+			"shop/admin-panel " + ipOf("shop", "admin-panel") + " exported=", "skipped/web " + ipOf("skipped", "web") + " exported="}
+		waitSynced(t, "service mirrors", 30*time.Second, svcMirrors, want...)
 		// east's MeshService on a mesh address: mirrored into netd's
 		// namespace for the broker, ready once east reports it Ok.
 		ms := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "kubelink.mandelsoft.org/v1alpha1", "kind": "MeshService",

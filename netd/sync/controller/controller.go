@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -154,6 +155,12 @@ func (c *Controller) Run(ctx context.Context, ready func()) error {
 		remote.ByService: remote.ServiceIndex(discoveryv1.LabelServiceName),
 		byMCSService:     remote.ServiceIndex(labelMCSService),
 		byCluster:        labelIndex(synced.LabelSourceCluster),
+		byMirror: func(obj any) ([]string, error) {
+			if m, ok := obj.(metav1.Object); ok && m.GetLabels()[synced.LabelServiceName] != "" {
+				return []string{m.GetLabels()[synced.LabelServiceNamespace] + "/" + m.GetLabels()[synced.LabelServiceName]}, nil
+			}
+			return nil, nil
+		},
 	}); err != nil {
 		return fmt.Errorf("indexing our slices: %w", err)
 	}
@@ -297,6 +304,9 @@ func (c *Controller) enqueueAll() {
 	for _, k := range c.ours.GetIndexer().ListIndexFuncValues(byMCSService) {
 		c.queue.Add(keyService + k)
 	}
+	for _, k := range c.ours.GetIndexer().ListIndexFuncValues(byMirror) {
+		c.queue.Add(keyService + k)
+	}
 	for _, k := range c.exports.GetStore().ListKeys() {
 		c.queue.Add(keyService + k)
 	}
@@ -317,6 +327,13 @@ func (c *Controller) enqueueAll() {
 
 // enqueueCluster queues what one cluster's change may touch.
 func (c *Controller) enqueueCluster(name string) {
+	c.queue.Add(keyMesh + name)
+	c.enqueueClusterServices(name)
+}
+
+// enqueueClusterServices queues the Services of one cluster: those with
+// our objects from it and those it has.
+func (c *Controller) enqueueClusterServices(name string) {
 	// Our slices of the cluster (they may have to go) and its Services.
 	objs, _ := c.ours.GetIndexer().ByIndex(byCluster, name)
 	for _, o := range objs {
@@ -326,8 +343,10 @@ func (c *Controller) enqueueCluster(name string) {
 		if ns, n, ok := objectKey(o, labelMCSService); ok {
 			c.enqueueService(ns, n)
 		}
+		if m, ok := o.(metav1.Object); ok && m.GetLabels()[synced.LabelServiceName] != "" {
+			c.enqueueService(m.GetLabels()[synced.LabelServiceNamespace], m.GetLabels()[synced.LabelServiceName])
+		}
 	}
-	c.queue.Add(keyMesh + name)
 	c.mu.RLock()
 	e := c.clusters[name]
 	c.mu.RUnlock()
@@ -351,6 +370,8 @@ type view struct {
 	frozen  bool
 	healthy bool
 	conn    *remote.Cluster
+	// cidr is the KubeLink's spec.cidr (KubeLink clusters).
+	cidr netip.Prefix
 }
 
 // views are the clusters, sorted by name.
@@ -359,7 +380,7 @@ func (c *Controller) views() []view {
 	defer c.mu.RUnlock()
 	out := make([]view, 0, len(c.clusters))
 	for _, e := range c.clusters {
-		v := view{name: e.name, kind: e.kind, mode: e.mode, filter: e.filter, healthy: e.healthy, conn: e.conn}
+		v := view{name: e.name, kind: e.kind, mode: e.mode, filter: e.filter, healthy: e.healthy, conn: e.conn, cidr: e.cidr}
 		v.frozen = e.disabled || e.conn == nil || !e.conn.Health().Synced
 		out = append(out, v)
 	}
@@ -395,6 +416,9 @@ func (c *Controller) syncService(ctx context.Context, ns, name string) error {
 			Service: remoteService(rs), Slices: v.conn.Slices(ns, name)})
 	}
 	if err := c.syncMCS(ctx, ns, name, svc, views); err != nil {
+		return err
+	}
+	if err := c.syncMirrors(ctx, ns, name, views); err != nil {
 		return err
 	}
 	if svc == nil {
@@ -578,6 +602,9 @@ func labelIndex(label string) cache.IndexFunc {
 const (
 	byMCSService = "byMCSService"
 	byCluster    = "byCluster"
+	// byMirror indexes service mirrors by the mirrored Service's
+	// "namespace/name".
+	byMirror = "byMirror"
 )
 
 func joinErrs(errs []error) error {

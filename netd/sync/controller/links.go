@@ -70,6 +70,8 @@ type entry struct {
 	// object is the ClusterLink ("namespace/name") or KubeLink ("name").
 	object string
 	inline bool
+	// cidr is the KubeLink's spec.cidr (service mirrors).
+	cidr netip.Prefix
 }
 
 // want is what a link asks for.
@@ -83,6 +85,7 @@ type want struct {
 	clusterLink              *svclinkv1alpha1.ClusterLink
 	kubeLink                 *v1alpha1.KubeLink
 	server                   string
+	cidr                     netip.Prefix
 }
 
 // reconcileLinks is the links loop's round: links → connections, health,
@@ -116,10 +119,10 @@ func (c *Controller) reconcileLinks(ctx context.Context) error {
 			e.fingerprint = fp
 			changed = append(changed, w.name)
 		}
-		if e.kind != w.kind || e.mode != w.mode || e.filter.String() != w.filter.String() || e.disabled != w.disabled {
+		if e.kind != w.kind || e.mode != w.mode || e.filter.String() != w.filter.String() || e.disabled != w.disabled || e.cidr != w.cidr {
 			changed = append(changed, w.name)
 		}
-		e.kind, e.mode, e.filter, e.disabled, e.credErr, e.link, e.object, e.inline = w.kind, w.mode, w.filter, w.disabled, w.credErr, w.link, w.object, w.inline
+		e.kind, e.mode, e.filter, e.disabled, e.credErr, e.link, e.object, e.inline, e.cidr = w.kind, w.mode, w.filter, w.disabled, w.credErr, w.link, w.object, w.inline, w.cidr
 	}
 	for name, e := range c.clusters {
 		if !seen[name] {
@@ -209,7 +212,9 @@ func (c *Controller) remoteOptions() remote.Options {
 	return remote.Options{
 		Resync: c.cfg.SyncInterval, Probe: c.cfg.Probe, Grace: c.cfg.APIGrace, Log: c.log,
 		OnEvent:        func(_, ns, name string) { c.enqueueService(ns, name) },
-		OnMeshServices: func(cluster string) { c.queue.Add(keyMesh + cluster) },
+		// MeshServices are few and change rarely; a change may move the
+		// DNS answer of any of the cluster's Services (service mirrors).
+		OnMeshServices: func(cluster string) { c.enqueueCluster(cluster) },
 		OnHealth:       func(string) { c.trigger.Kick() },
 	}
 }
@@ -296,6 +301,9 @@ func (c *Controller) wants(ctx context.Context) []*want {
 			continue
 		}
 		taken[w.name] = "KubeLink " + w.name
+		if p, err := mesh.ParseCIDR(kl.Spec.CIDR); err == nil && p.IsValid() {
+			w.cidr = p.Masked()
+		}
 		w.target, w.server, w.credErr = c.kubeLinkTarget(ctx, &kl)
 		out = append(out, w)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/synced"
+	"github.com/kubelink/kubelink/netd/sync/dnsmirror"
 	"github.com/kubelink/kubelink/netd/sync/mcs"
 	"github.com/kubelink/kubelink/netd/sync/meshsvc"
 	"github.com/kubelink/kubelink/netd/sync/remote"
@@ -247,5 +249,91 @@ func (c *Controller) syncMeshServices(ctx context.Context, cluster string) error
 		}))
 	}
 	create, update, del := meshsvc.Diff(cluster, desired, current)
+	if len(create)+len(update)+len(del) > 0 {
+		// The service mirrors answer with MeshService addresses where
+		// the ClusterIPs are not routed: replan the cluster's Services.
+		defer c.enqueueClusterServices(cluster)
+	}
 	return c.applySlices(ctx, create, update, del)
+}
+
+// syncMirrors reconciles the service mirrors (package dnsmirror) of one
+// Service for every KubeLink cluster; a cluster whose view is not complete
+// keeps its mirrors, a cluster no longer followed loses them.
+func (c *Controller) syncMirrors(ctx context.Context, ns, name string, views []view) error {
+	objs, _ := c.ours.GetIndexer().ByIndex(byMirror, ns+"/"+name)
+	current := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s := o.(*discoveryv1.EndpointSlice); s.Namespace == c.cfg.Namespace {
+			current = append(current, s)
+		}
+	}
+	handled := map[string]bool{}
+	var errs []error
+	for _, v := range views {
+		if v.kind != synced.KindKubeLink {
+			continue
+		}
+		handled[v.name] = true
+		if v.frozen {
+			continue
+		}
+		key := v.name + "/" + ns + "/" + name
+		var desired []*discoveryv1.EndpointSlice
+		if v.filter.Allows(ns, name) {
+			rs := v.conn.Service(ns, name)
+			exp, err := v.conn.Export(ns, name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			desired = dnsmirror.Desired(c.cfg.Namespace, dnsmirror.Remote{Cluster: v.name, CIDR: v.cidr, MeshAddresses: c.meshAddresses(v)},
+				rs, v.conn.Slices(ns, name), exp != nil)
+		}
+		create, update, del := dnsmirror.Diff(key, desired, current)
+		if err := c.applySlices(ctx, create, update, del); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var gone []*discoveryv1.EndpointSlice
+	for _, s := range current {
+		if !handled[s.Labels[synced.LabelSourceCluster]] && dnsmirror.Key(s) != "" {
+			gone = append(gone, s)
+		}
+	}
+	if err := c.applySlices(ctx, nil, nil, gone); err != nil {
+		errs = append(errs, err)
+	}
+	return joinErrs(errs)
+}
+
+// meshAddresses are a KubeLink cluster's MeshService addresses per target
+// Service: the meshAddress, or the cluster's link address for MeshServices
+// bound to its ports.
+func (c *Controller) meshAddresses(v view) map[string][]netip.Addr {
+	out := map[string][]netip.Addr{}
+	var link netip.Addr
+	if kl := c.kubeLink(v.name); kl != nil {
+		if p, err := mesh.ParseAddressPrefix(kl.Spec.ClusterAddress); err == nil {
+			link = p.Addr()
+		}
+	}
+	for _, m := range v.conn.MeshServices(func(error) {}) {
+		if m.Spec.Service == "" || m.DeletionTimestamp != nil {
+			continue
+		}
+		a := link
+		if m.Spec.MeshAddress != "" {
+			p, err := netip.ParseAddr(m.Spec.MeshAddress)
+			if err != nil {
+				continue
+			}
+			a = p
+		}
+		if a.IsValid() {
+			k := m.Namespace + "/" + m.Spec.Service
+			out[k] = append(out[k], a)
+		}
+	}
+	return out
 }
