@@ -211,7 +211,7 @@ func dedupe(l []string) []string {
 func (c *Controller) remoteOptions() remote.Options {
 	return remote.Options{
 		Resync: c.cfg.SyncInterval, Probe: c.cfg.Probe, Grace: c.cfg.APIGrace, Log: c.log,
-		OnEvent:        func(_, ns, name string) { c.enqueueService(ns, name) },
+		OnEvent: func(_, ns, name string) { c.enqueueService(ns, name) },
 		// MeshServices are few and change rarely; a change may move the
 		// DNS answer of any of the cluster's Services (service mirrors).
 		OnMeshServices: func(cluster string) { c.enqueueCluster(cluster) },
