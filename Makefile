@@ -82,6 +82,11 @@ bench-netd: ## root: broker reconcile at 250 links / 1000 MeshServices and 1000 
 	$(GO) build -o $(BIN)/benchnetd ./test/netd/benchnetd
 	$(BIN)/benchnetd $(BENCH_NETD_ARGS)
 
+.PHONY: bench-sync
+bench-sync: testenv ## netd sync against real apiservers, 3 remote × 1000 Services × 10 endpoints: converge, change p50/p99, no-op writes, RSS (BENCH_SYNC_ARGS; not part of make test)
+	$(GO) build -o $(BIN)/benchsync ./test/netd/benchsync
+	$(BIN)/benchsync $(BENCH_SYNC_ARGS)
+
 .PHONY: bench-tunnel
 bench-tunnel: netd testenv ## root, iperf3: raw veth vs bare wireguard-go vs netd wireguard vs netd bridge (not part of make test)
 	$(GO) run ./test/netd/benchtunnel -netd $(BIN)/netd
