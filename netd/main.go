@@ -8,17 +8,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/kubelink/kubelink/netd/broker"
 	"github.com/kubelink/kubelink/netd/remotecfg"
 	"github.com/kubelink/kubelink/netd/router"
+	"github.com/kubelink/kubelink/netd/runtime"
 	"github.com/kubelink/kubelink/netd/sync/controller"
 	"github.com/kubelink/kubelink/netd/vxlan"
 	"github.com/kubelink/kubelink/netd/wgkey"
@@ -67,21 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: %s\npublicKey: %s\n", broker.SecretKeyWireGuard, k, k.Public())
 		return 0
-	case "broker":
-		cfg := &broker.Config{}
-		return daemon("broker", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
-			func(ctx context.Context, log *slog.Logger) error { return broker.Run(ctx, cfg, log) },
-			func() []any { return []any{"mode", cfg.Mode} })
-	case "router":
-		cfg := &router.Config{}
-		return daemon("router", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
-			func(ctx context.Context, log *slog.Logger) error { return router.Run(ctx, cfg, log) },
-			func() []any { return []any{"encapsulation", cfg.Encapsulation()} })
-	case "sync":
-		cfg := &controller.Config{}
-		return daemon("sync", args[1:], stderr, cfg.Flags, &cfg.Verbose, cfg.Ignored,
-			func(ctx context.Context, log *slog.Logger) error { return controller.Run(ctx, cfg, log) },
-			func() []any { return []any{"cluster", cfg.ClusterName} })
+	case "broker", "router", "sync":
+		return daemon(roleOf(args[0]), args[1:], stdout, stderr)
 	case "ipforward":
 		return ipforward(args[1:], stdout, stderr)
 	case "kubeconfig":
@@ -147,34 +137,122 @@ func kubeconfig(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// daemon runs one of netd's long-running roles: flags, a logger (debug
-// with -v), and the role until SIGINT or SIGTERM. attrs are logged at the
-// start; ignored names the flags set that the role accepts but does not
-// use (the original manifests pass them), each logged as a warning.
-func daemon(role string, args []string, stderr io.Writer, flags func(*flag.FlagSet), verbose *bool,
-	ignored func(set map[string]bool) []string, run func(context.Context, *slog.Logger) error, attrs func() []any) int {
-	fs := flag.NewFlagSet("netd "+role, flag.ContinueOnError)
+// role is one of netd's long-running roles.
+type role struct {
+	name  string
+	flags func(*flag.FlagSet)
+	// verbose is -v; proc the original kubelink's process flags (nil:
+	// the role takes none, netd sync).
+	verbose *bool
+	proc    *runtime.SeedProcessFlags
+	// ignored names the flags set (names as given) that the role accepts
+	// but does not use (the original manifests pass them), with what
+	// replaces them.
+	ignored func(set map[string]bool) []string
+	// validate checks the flags (the role's run does too).
+	validate func() error
+	run      func(context.Context, *slog.Logger) error
+	// attrs are logged at the start.
+	attrs func() []any
+}
+
+func roleOf(name string) role {
+	switch name {
+	case "broker":
+		cfg := &broker.Config{}
+		return role{name: name, flags: cfg.Flags, verbose: &cfg.Verbose, proc: &cfg.Process, ignored: cfg.Ignored, validate: cfg.Validate,
+			run:   func(ctx context.Context, log *slog.Logger) error { return broker.Run(ctx, cfg, log) },
+			attrs: func() []any { return []any{"mode", cfg.Mode} }}
+	case "router":
+		cfg := &router.Config{}
+		return role{name: name, flags: cfg.Flags, verbose: &cfg.Verbose, proc: &cfg.Process, ignored: cfg.Ignored, validate: cfg.Validate,
+			run:   func(ctx context.Context, log *slog.Logger) error { return router.Run(ctx, cfg, log) },
+			attrs: func() []any { return []any{"encapsulation", cfg.Encapsulation()} }}
+	case "sync":
+		cfg := &controller.Config{}
+		return role{name: name, flags: cfg.Flags, verbose: &cfg.Verbose, ignored: cfg.Ignored, validate: cfg.Validate,
+			run:   func(ctx context.Context, log *slog.Logger) error { return controller.Run(ctx, cfg, log) },
+			attrs: func() []any { return []any{"cluster", cfg.ClusterName} }}
+	}
+	panic("netd: no role " + name)
+}
+
+// parse parses a role's command line; set are the flags given (names as
+// given).
+func (r role) parse(args []string, stderr io.Writer) (set map[string]bool, err error) {
+	fs := flag.NewFlagSet("netd "+r.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	flags(fs)
+	r.flags(fs)
 	if err := fs.Parse(args); err != nil {
+		return nil, err // the flag package said why
+	}
+	set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set, nil
+}
+
+// level is the log level: -v is debug, else --log-level, else info.
+func (r role) level() slog.Level {
+	if *r.verbose {
+		return slog.LevelDebug
+	}
+	if r.proc != nil {
+		if l, ok := r.proc.Level(); ok {
+			return l
+		}
+	}
+	return slog.LevelInfo
+}
+
+// daemon runs one of netd's long-running roles: flags, a logger (debug
+// with -v, or --log-level), the warnings about flags set that the role
+// accepts but does not use, and the role until SIGINT or SIGTERM.
+func daemon(r role, args []string, stdout, stderr io.Writer) int {
+	set, err := r.parse(args, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
 		return 2
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
+	if r.proc != nil && r.proc.Version {
+		fmt.Fprintln(stdout, version)
+		return 0
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	log.Info("netd "+role+" starting", append([]any{"version", version}, attrs()...)...)
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, w := range ignored(set) {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: r.level()}))
+	log.Info("netd "+r.name+" starting", append([]any{"version", version}, r.attrs()...)...)
+	for _, w := range r.ignored(set) {
 		log.Warn(w)
+	}
+	if r.proc != nil && r.proc.CPUProfile != "" {
+		stopProfile, err := cpuProfile(r.proc.CPUProfile)
+		if err != nil {
+			log.Error("netd "+r.name+" failed", "err", err)
+			return 1
+		}
+		defer stopProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log); err != nil {
-		log.Error("netd "+role+" failed", "err", err)
+	if err := r.run(ctx, log); err != nil {
+		log.Error("netd "+r.name+" failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// cpuProfile profiles the CPU into file until the returned stop.
+func cpuProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -49,7 +49,7 @@ func TestKeygenVersion(t *testing.T) {
 		"--kubeconfig", "/nonexistent"}, &out, &errb); rc != 1 {
 		t.Fatalf("broker with /nonexistent kubeconfig rc=%d", rc)
 	}
-	for _, w := range []string{"--node-cidr is ignored", "--node-ip is ignored by the broker: the node IP the routers' VXLAN goes to is --vxlan-ip",
+	for _, w := range []string{"--node-cidr is ignored", "--node-ip is ignored by netd broker: the node IP the routers' VXLAN goes to is --vxlan-ip",
 		"--mesh-domain is ignored by netd broker", "--meshdns-service-ip is ignored by netd broker"} {
 		if !strings.Contains(errb.String(), w) {
 			t.Errorf("no warning %q in:\n%s", w, errb.String())

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubelink/kubelink/api/mesh"
@@ -68,9 +69,9 @@ func (b *broker) openBridge(ctx context.Context, kick func()) error {
 		Certificate: cert, CAs: pool, Heartbeat: b.cfg.Keepalive,
 		Hello: bridge.Hello{Port: b.cfg.AdvertisedPort}, Log: b.log,
 		OnHello: func(link string, h bridge.Hello) {
-			if b.cfg.DNSAdvertisement {
-				b.advertisedDNS(ctx, link, h)
-			}
+			// The inbound update is always on, as in the original;
+			// --dns-advertisement is the outbound side (the plan's hello).
+			b.inboundDNS(ctx, link, h, b.watcher.Get(link))
 			kick()
 		},
 	}
@@ -96,30 +97,46 @@ func helloFor(h bridge.Hello, meshName string) *bridge.HelloMesh {
 	return nil
 }
 
-// advertisedDNS keeps a link's spec.dns equal to what its peer announced.
-func (b *broker) advertisedDNS(ctx context.Context, link string, h bridge.Hello) {
-	cur := b.watcher.Get(link)
-	if cur == nil {
+// inboundDNS keeps a link's spec.dns equal to what its peer advertised
+// (the inbound update; cur is the link as the cache has it, nil when
+// unknown). A peer that advertises nothing leaves spec.dns alone.
+func (b *broker) inboundDNS(ctx context.Context, link string, h bridge.Hello, cur *v1alpha1.KubeLink) {
+	dns := advertisedDNS(cur, h)
+	if dns == nil {
 		return
 	}
-	meshName, _ := v1alpha1.SplitName(link)
+	if err := kube.PatchSpecDNS(ctx, b.clients.Dynamic, link, dns); err != nil {
+		if apierrors.IsForbidden(err) {
+			b.log.Error("DNS advertisement: the peer's DNS cannot be written into its KubeLink: the broker needs patch on kubelinks", "link", link, "err", err)
+			return
+		}
+		b.log.Error("DNS advertisement", "link", link, "err", err)
+		return
+	}
+	b.log.Info("updated spec.dns from the peer's hello", "link", link, "dnsIP", dns.DNSIP, "domain", dns.BaseDomain)
+}
+
+// advertisedDNS is the link's spec.dns with the DNS its peer advertised in
+// the hello (service IP and cluster domain; omitDNSPropagation stays), or
+// nil when the hello advertises none or spec.dns says the same already.
+func advertisedDNS(cur *v1alpha1.KubeLink, h bridge.Hello) *v1alpha1.KubeLinkDNS {
+	if cur == nil {
+		return nil
+	}
+	meshName, _ := v1alpha1.SplitName(cur.Name)
 	hm := helloFor(h, meshName)
 	if hm == nil || hm.DNSIP == "" {
-		return
+		return nil
 	}
 	dns := &v1alpha1.KubeLinkDNS{}
 	if cur.Spec.DNS != nil {
 		dns = cur.Spec.DNS.DeepCopy()
 	}
 	if dns.DNSIP == hm.DNSIP && dns.BaseDomain == hm.Domain {
-		return
+		return nil
 	}
 	dns.DNSIP, dns.BaseDomain = hm.DNSIP, hm.Domain
-	if err := kube.PatchSpecDNS(ctx, b.clients.Dynamic, link, dns); err != nil {
-		b.log.Error("DNS advertisement", "link", link, "err", err)
-		return
-	}
-	b.log.Info("updated spec.dns from the peer's hello", "link", link, "dnsIP", hm.DNSIP, "domain", hm.Domain)
+	return dns
 }
 
 // autoConnect registers a peer with a valid certificate as a new KubeLink

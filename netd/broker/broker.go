@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -217,15 +218,45 @@ func (b *broker) privateKey(ctx context.Context) (wgkey.Key, error) {
 		}
 		return wgkey.Parse(s)
 	}
-	s, err := kube.EnsureSecretKey(ctx, b.clients.Core, b.cfg.Secret, SecretKeyWireGuard, gen)
+	data, err := kube.SecretData(ctx, b.clients.Core, b.cfg.Secret)
 	if err != nil {
 		return wgkey.Key{}, err
 	}
+	s, key, conflict := wireGuardKey(data)
+	if conflict != "" {
+		b.log.Warn(conflict, "secret", b.cfg.Secret)
+	}
+	if s == "" {
+		// Neither spelling: generate one, stored under the current name.
+		if s, err = kube.EnsureSecretKey(ctx, b.clients.Core, b.cfg.Secret, SecretKeyWireGuard, gen); err != nil {
+			return wgkey.Key{}, err
+		}
+		key = SecretKeyWireGuard
+	}
 	k, err := wgkey.Parse(s)
 	if err != nil {
-		return k, fmt.Errorf("secret %s key %s: %w", b.cfg.Secret, SecretKeyWireGuard, err)
+		return k, fmt.Errorf("secret %s key %s: %w", b.cfg.Secret, key, err)
 	}
 	return k, nil
+}
+
+// wireGuardKey picks the WireGuard private key from the secret's data:
+// under SecretKeyWireGuard, else under the original kubelink's spelling
+// SecretKeyWireGuardSeed; key names the one used (value "": neither). When
+// both hold different keys the current name wins and conflict says so.
+func wireGuardKey(data map[string][]byte) (value, key, conflict string) {
+	cur := strings.TrimSpace(string(data[SecretKeyWireGuard]))
+	seed := strings.TrimSpace(string(data[SecretKeyWireGuardSeed]))
+	switch {
+	case cur != "" && seed != "" && cur != seed:
+		return cur, SecretKeyWireGuard, fmt.Sprintf("the secret holds two different WireGuard keys: using %s, ignoring %s (the original kubelink's spelling); remove one",
+			SecretKeyWireGuard, SecretKeyWireGuardSeed)
+	case cur != "":
+		return cur, SecretKeyWireGuard, ""
+	case seed != "":
+		return seed, SecretKeyWireGuardSeed, ""
+	}
+	return "", "", ""
 }
 
 // reconcile brings device, routes, nftables and status to the level the

@@ -29,6 +29,10 @@ const (
 // SecretKeyWireGuard is the secret key holding the WireGuard private key.
 const SecretKeyWireGuard = "WireguardPrivateKey"
 
+// SecretKeyWireGuardSeed is the original kubelink's other spelling of the
+// key (its README names both); read when SecretKeyWireGuard is missing.
+const SecretKeyWireGuardSeed = "WireGuardPrivateKey"
+
 // Config is the broker's configuration (its flags).
 type Config struct {
 	Mode             string
@@ -48,6 +52,9 @@ type Config struct {
 	CertFile         string
 	KeyFile          string
 	CACertFile       string
+	// DNSAdvertisement: the bridge hello tells peers this cluster's DNS
+	// (outbound). A peer's advertisement always updates its KubeLink's
+	// spec.dns (inbound).
 	DNSAdvertisement bool
 	ClusterDomain    string
 	DNSServiceIP     string
@@ -62,6 +69,8 @@ type Config struct {
 	LeaseName      string
 	LeaseNamespace string
 	LeaseDuration  time.Duration
+	// OmitLease (--omit-lease): no election even with --lease-name.
+	OmitLease bool
 	// Keepalive is the WireGuard persistent keepalive / bridge heartbeat;
 	// the Down detection window is three of them.
 	Keepalive time.Duration
@@ -77,14 +86,22 @@ type Config struct {
 	VXLANVNI  int
 	VXLANIP   string
 
+	// Process are the original kubelink's process flags (--log-level,
+	// --cpuprofile, --version, --controllers); Seed the rest of its
+	// command line (set by Flags).
+	Process runtime.SeedProcessFlags
+	Seed    *runtime.Seed
+
 	// Namespace is the broker's own namespace ($POD_NAMESPACE, else the
 	// service account's, else default; no flag). netd sync writes its
 	// MeshService mirrors there, and only mirrors there become routes.
 	Namespace string
 }
 
-// Flags registers the broker's flags (the original kubelink's names).
+// Flags registers the broker's flags (the original kubelink's names) and
+// accepts the rest of the original's command line (runtime.RegisterSeed).
 func (c *Config) Flags(fs *flag.FlagSet) {
+	c.Process.Register(fs)
 	fs.StringVar(&c.Mode, "mode", ModeWireGuard, "tunnel mode: wireguard, bridge or none")
 	c.meshFlags().Register(fs)
 	c.processFlags().Register(fs, 8180)
@@ -92,28 +109,37 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.NodeCIDR, "node-cidr", "", "ignored, accepted for the original manifests: SNAT to the link address covers every source")
 	fs.StringVar(&c.NodeIP, "node-ip", "", "ignored (checked), accepted for the original manifests: the routers' VXLAN goes to --vxlan-ip")
 	fs.StringVar(&c.IfceName, "ifce-name", "kubelink", "name of the tunnel device")
-	fs.IntVar(&c.BrokerPort, "broker-port", v1alpha1.DefaultPort, "port the tunnel listens on (UDP for wireguard, TCP for bridge)")
+	fs.IntVar(&c.BrokerPort, "broker-port", v1alpha1.DefaultPort, "port the tunnel listens on (UDP for wireguard, TCP for bridge; 0: the default)")
 	fs.IntVar(&c.AdvertisedPort, "advertised-port", 0, "port peers reach us on when it differs from --broker-port (told in the bridge hello)")
 	fs.BoolVar(&c.AutoConnect, "auto-connect", false, "bridge: register unknown peers with a valid certificate as new KubeLinks")
-	fs.StringVar(&c.Secret, "secret", "", "[namespace/]name of the secret with the WireGuard key (key WireguardPrivateKey) or the TLS certificate (tls.crt, tls.key, ca.crt)")
+	fs.StringVar(&c.Secret, "secret", "", "[namespace/]name of the secret with the WireGuard key (key WireguardPrivateKey, or the original's WireGuardPrivateKey) or the TLS certificate (tls.crt, tls.key, ca.crt)")
 	fs.StringVar(&c.CertFile, "certfile", "", "bridge: TLS certificate file")
 	fs.StringVar(&c.KeyFile, "keyfile", "", "bridge: TLS key file")
 	fs.StringVar(&c.CACertFile, "cacertfile", "", "bridge: CA certificate file for peer certificates")
-	fs.BoolVar(&c.DNSAdvertisement, "dns-advertisement", false, "bridge: keep peers' spec.dns up to date from their hello")
+	fs.BoolVar(&c.DNSAdvertisement, "dns-advertisement", false, "bridge: advertise this cluster's DNS (--dns-service-ip, --cluster-domain) to the peers in the hello (outbound); a peer's advertisement always updates its KubeLink's spec.dns (inbound)")
 	fs.StringVar(&c.ServedLinks, "served-links", "all", "comma-separated KubeLink names this broker serves, or all")
 	fs.BoolVar(&c.LocalStatus, "local-status", true, "publish the LocalLinks' status (state, gateway, public key); false for an additional broker beside the main one")
 	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
 	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
 	runtime.ElectionFlags{LeaseName: &c.LeaseName, LeaseNamespace: &c.LeaseNamespace, LeaseDuration: &c.LeaseDuration}.Register(fs, "broker")
+	fs.BoolVar(&c.OmitLease, "omit-lease", false, "no leader election even with --lease-name (development)")
 	fs.DurationVar(&c.Keepalive, "keepalive", 20*time.Second, "keepalive interval; a link is Down when nothing arrives for 3 intervals")
 	fs.BoolVar(&c.VXLAN, "vxlan", false, "node mode (hostNetwork) only: decapsulate the routers' VXLAN (netd router --vxlan); the active broker owns the device "+vxlan.GatewayDevice+" (in pod mode the router on the gateway's node decapsulates)")
 	fs.IntVar(&c.VXLANPort, "vxlan-port", vxlan.DefaultPort, "UDP port of the routers' VXLAN")
 	fs.IntVar(&c.VXLANVNI, "vxlan-vni", vxlan.DefaultVNI, "VXLAN network identifier of the routers' VXLAN")
 	fs.StringVar(&c.VXLANIP, "vxlan-ip", "", "this broker's IP as the routers see it, the node IP of the hostNetwork pod (default: $POD_IP)")
+	// The original's --namespace is the Lease's namespace.
+	c.Seed = runtime.RegisterSeed(fs, runtime.RoleBroker, map[string]string{"namespace": "lease-namespace"})
 }
 
-// Validate checks the flags and fills defaults.
-func (c *Config) Validate() error {
+// Validate checks the flags and fills defaults. An error names the flag
+// (as given, when that was an alias).
+func (c *Config) Validate() error { return c.Seed.Explain(c.validate()) }
+
+func (c *Config) validate() error {
+	if err := c.Process.Validate(runtime.RoleBroker); err != nil {
+		return err
+	}
 	switch c.Mode {
 	case ModeWireGuard, ModeBridge, ModeNone:
 	default:
@@ -135,8 +161,50 @@ func (c *Config) Validate() error {
 	if c.Keepalive < time.Second {
 		return fmt.Errorf("--keepalive must be at least 1s")
 	}
+	if c.BrokerPort < 0 || c.BrokerPort > 65535 {
+		return fmt.Errorf("--broker-port %d is not a port", c.BrokerPort)
+	}
+	if c.BrokerPort == 0 { // the original's default: the mode's port
+		c.BrokerPort = v1alpha1.DefaultPort
+	}
+	if c.AdvertisedPort < 0 || c.AdvertisedPort > 65535 {
+		return fmt.Errorf("--advertised-port %d is not a port", c.AdvertisedPort)
+	}
 	if c.AdvertisedPort == 0 {
 		c.AdvertisedPort = c.BrokerPort
+	}
+	if c.CertFile != "" && (c.KeyFile == "" || c.CACertFile == "") {
+		return fmt.Errorf("--certfile needs --keyfile and --cacertfile")
+	}
+	for _, f := range []struct {
+		name, value string
+		check       func(string) error
+	}{
+		{"--cluster-name", c.ClusterName, runtime.CheckDNSLabel},
+		{"--cluster-domain", c.ClusterDomain, runtime.CheckDNSName},
+		{"--mesh-domain", c.MeshDomain, runtime.CheckDNSName},
+		{"--node-cidr", c.NodeCIDR, runtime.CheckCIDR},
+		{"--ifce-name", c.IfceName, runtime.CheckInterfaceName},
+		{"--secret", c.Secret, runtime.CheckNamespacedName},
+		{"--served-links", c.ServedLinks, runtime.CheckServedLinks},
+		{"--lease-name", c.LeaseName, runtime.CheckName},
+		{"--lease-namespace", c.LeaseNamespace, runtime.CheckDNSLabel},
+	} {
+		if f.value == "" {
+			continue
+		}
+		if err := f.check(f.value); err != nil {
+			return fmt.Errorf("%s %q: %w", f.name, f.value, err)
+		}
+	}
+	if c.OmitLease {
+		c.LeaseName = ""
+	}
+	if c.LeaseDuration < 0 || c.LeaseName != "" && c.LeaseDuration < time.Second {
+		return fmt.Errorf("--lease-duration %s: must be at least 1s", c.LeaseDuration)
+	}
+	if err := runtime.CheckRouteTable(c.RouteTable, c.RulePriority); err != nil {
+		return err
 	}
 	if c.PodCIDR != "" {
 		if _, err := mesh.ParseCIDR(c.PodCIDR); err != nil {
@@ -194,17 +262,20 @@ func (c *Config) processFlags() runtime.ProcessFlags {
 	return runtime.ProcessFlags{Kubeconfig: &c.Kubeconfig, HTTPPort: &c.ServerPortHTTP, Verbose: &c.Verbose}
 }
 
-// Ignored warns about every flag set that the broker accepts for the
-// original kubelink's manifests but does not use, naming what replaces it.
+// Ignored warns about every flag set (names as given) that the broker
+// accepts for the original kubelink's manifests but does not use, naming
+// what replaces it, and about flags without effect in the mode.
 func (c *Config) Ignored(set map[string]bool) []string {
 	var w []string
-	if set["node-cidr"] {
-		w = append(w, "--node-cidr is ignored: SNAT to the link address covers every source; remove it")
+	if c.Seed != nil {
+		w = append(w, c.Seed.Warnings(set)...)
+		set = c.Seed.CanonicalSet(set)
 	}
-	if set["node-ip"] {
-		w = append(w, "--node-ip is ignored by the broker: the node IP the routers' VXLAN goes to is --vxlan-ip (default $POD_IP)")
+	w = append(w, c.Process.Warnings(runtime.RoleBroker)...)
+	if set["dns-advertisement"] && c.Mode != ModeBridge {
+		w = append(w, fmt.Sprintf("--dns-advertisement has no effect in mode %s: only the bridge's hello carries the advertisement", c.Mode))
 	}
-	return append(w, runtime.IgnoredDNSFlags("broker", set)...)
+	return w
 }
 
 // Serves reports whether this broker serves the link.

@@ -3,6 +3,7 @@ package broker
 import (
 	"flag"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -21,9 +22,11 @@ func TestFlags(t *testing.T) {
 			t.Errorf("flag --%s missing", name)
 		}
 	}
-	for _, gone := range []string{"dns-propagation", "coredns-deployment", "coredns-secret", "coredns-configure"} {
-		if fs.Lookup(gone) != nil {
-			t.Errorf("flag --%s should be gone", gone)
+	// The original's DNS flags are accepted (checked, warned about), not
+	// the broker's own.
+	for _, dns := range []string{"dns-propagation", "coredns-deployment", "coredns-secret", "coredns-configure", "service-account"} {
+		if fs.Lookup(dns) == nil || c.Seed.Defined(dns) {
+			t.Errorf("flag --%s: accepted, but not the broker's", dns)
 		}
 	}
 	if err := fs.Parse([]string{"--mode", "bridge", "--link-address", "192.168.0.11/24", "--service-cidr", "100.64.1.0/24", "--served-links", "a, b"}); err != nil {
@@ -45,15 +48,67 @@ func TestFlags(t *testing.T) {
 	t.Setenv("POD_IP", "")
 	for _, bad := range [][]string{{"--mode", "ipip"}, {"--link-address", "192.168.0.11"}, {"--node-ip", "x"}, {"--keepalive", "10ms"},
 		{"--vxlan"}, {"--vxlan", "--vxlan-ip", "fd00::1"}, {"--vxlan", "--vxlan-ip", "10.0.0.1", "--vxlan-port", "0"},
-		{"--vxlan", "--vxlan-ip", "10.0.0.1", "--vxlan-vni", "16777216"}} {
+		{"--vxlan", "--vxlan-ip", "10.0.0.1", "--vxlan-vni", "16777216"},
+		{"--node-cidr", "10.250.0.0"}, {"--broker-port", "70000"}, {"--advertised-port", "-1"}, {"--certfile", "/c"},
+		{"--cluster-name", "Kubelink_1"}, {"--cluster-domain", "cluster..local"}, {"--ifce-name", "kubelink/0"}, {"--secret", "a/b/c"},
+		{"--served-links", "a,B"}, {"--lease-name", "l", "--lease-duration", "100ms"}, {"--route-table", "255"},
+		{"--controllers", "router"}, {"--namespace", "Kube-System"}} {
 		c := &Config{}
 		fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 		c.Flags(fs)
 		if err := fs.Parse(bad); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Validate(); err == nil {
-			t.Errorf("%v: want an error", bad)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), bad[0]) && !strings.Contains(err.Error(), "--lease-duration") {
+			t.Errorf("%v: error %v, want one naming %s", bad, err, bad[0])
+		}
+	}
+}
+
+// TestOriginalFlagsWork: the original's names that netd broker honours do
+// what they did: --broker.X is --X, --namespace the Lease's namespace,
+// --omit-lease turns the election off, --broker-port 0 the default port.
+func TestOriginalFlagsWork(t *testing.T) {
+	c := &Config{}
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.Flags(fs)
+	if err := fs.Parse([]string{"--broker.mode=bridge", "--broker.dns-advertisement", "--broker.served-links=a,b", "--namespace=kube-system",
+		"--lease-name=kubelink", "--omit-lease", "--broker.broker-port=0", "--broker.advertised-port=443", "-c", "broker", "-D", "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Mode != ModeBridge || !c.DNSAdvertisement || !c.Serves("b") || c.Serves("c") || c.LeaseNamespace != "kube-system" || c.LeaseName != "" ||
+		c.BrokerPort != 8777 || c.AdvertisedPort != 443 || c.Process.Controllers != "broker" || c.Process.LogLevel != "debug" {
+		t.Errorf("config %+v", c)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if w := c.Ignored(set); len(w) != 0 {
+		t.Errorf("warnings for flags that work: %q", w)
+	}
+	// A bad value under the prefixed name names it.
+	c = &Config{}
+	fs = flag.NewFlagSet("broker", flag.ContinueOnError)
+	c.Flags(fs)
+	if err := fs.Parse([]string{"--broker.mode=ipip"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--broker.mode") {
+		t.Errorf("error %v, want it to name --broker.mode", err)
+	}
+}
+
+// TestDNSAdvertisementWarning: --dns-advertisement works in bridge mode
+// only, the only mode with a hello.
+func TestDNSAdvertisementWarning(t *testing.T) {
+	for mode, want := range map[string]bool{ModeBridge: false, ModeWireGuard: true, ModeNone: true} {
+		c := &Config{Mode: mode}
+		w := strings.Join(c.Ignored(map[string]bool{"dns-advertisement": true}), "\n")
+		if strings.Contains(w, "--dns-advertisement has no effect") != want {
+			t.Errorf("mode %s: warnings %q", mode, w)
 		}
 	}
 }

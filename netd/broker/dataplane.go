@@ -103,6 +103,7 @@ func (d *Dataplane) planConfig(ctx context.Context) plan.Config {
 		NoTunnel:       d.cfg.Mode == ModeNone,
 		PodMode:        d.cfg.PodCIDR != "",
 		AdvertisedPort: d.cfg.AdvertisedPort,
+		AdvertiseDNS:   d.cfg.DNSAdvertisement,
 		Resolve:        func(host string) (netip.Addr, error) { return d.resolver.resolve(ctx, host) },
 		// Mirrors are trusted in the broker's own namespace only, where
 		// netd sync writes them.

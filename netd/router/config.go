@@ -55,11 +55,19 @@ type Config struct {
 	Kubeconfig     string
 	Resync         time.Duration
 	Verbose        bool
+
+	// Process are the original kubelink's process flags (--log-level,
+	// --cpuprofile, --version, --controllers); Seed the rest of its
+	// command line (set by Flags).
+	Process runtime.SeedProcessFlags
+	Seed    *runtime.Seed
 }
 
 // Flags registers the router's flags (names shared with the broker where
-// they mean the same).
+// they mean the same) and accepts the rest of the original kubelink's
+// command line (runtime.RegisterSeed).
 func (c *Config) Flags(fs *flag.FlagSet) {
+	c.Process.Register(fs)
 	c.meshFlags().Register(fs)
 	c.processFlags().Register(fs, 8181)
 	fs.StringVar(&c.NodeIP, "node-ip", "", "IP of this node (local end of the ipip or vxlan device; the holder pod's status.hostIP on the gateway's node)")
@@ -73,10 +81,18 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LeaseNamespace, "lease-namespace", "", "namespace of the Lease and the broker pods (default: $POD_NAMESPACE or the in-cluster namespace)")
 	fs.StringVar(&c.Datafile, "datafile", "", "JSON file remembering the routes, rule and device the router created (empty: not remembered across restarts)")
 	fs.DurationVar(&c.Resync, "resync", 10*time.Second, "period of the full reconcile besides watch events")
+	// The original router controller's resync period is --resync.
+	c.Seed = runtime.RegisterSeed(fs, runtime.RoleRouter, map[string]string{"pool.resync-period": "resync"})
 }
 
-// Validate checks the flags and fills defaults.
-func (c *Config) Validate() error {
+// Validate checks the flags and fills defaults. An error names the flag
+// (as given, when that was an alias).
+func (c *Config) Validate() error { return c.Seed.Explain(c.validate()) }
+
+func (c *Config) validate() error {
+	if err := c.Process.Validate(runtime.RoleRouter); err != nil {
+		return err
+	}
 	switch c.IPIP {
 	case IPIPNone, IPIPShared:
 	case IPIPConfigure:
@@ -106,18 +122,27 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--node-ip %q is not an IPv4 address", c.NodeIP)
 		}
 	}
-	switch {
-	case c.RouteTable < 0 || int64(c.RouteTable) > 1<<32-1:
-		return fmt.Errorf("--route-table %d: must be 0 (main) or a table number", c.RouteTable)
-	case c.RouteTable == tableLocal || c.RouteTable == tableDefault:
-		return fmt.Errorf("--route-table %d is a reserved table (local or default)", c.RouteTable)
-	}
-	// The rule must be consulted before the main table's rule (32766).
-	if c.Table() != tableMain && (c.RulePriority < 1 || c.RulePriority > 32765) {
-		return fmt.Errorf("--rule-priority %d: must be between 1 and 32765 (before the main table's rule)", c.RulePriority)
+	if err := runtime.CheckRouteTable(c.RouteTable, c.RulePriority); err != nil {
+		return err
 	}
 	if c.LeaseName == "" {
 		return fmt.Errorf("--lease-name is required: its holder is the gateway to route to")
+	}
+	for _, f := range []struct {
+		name, value string
+		check       func(string) error
+	}{
+		{"--cluster-name", c.ClusterName, runtime.CheckDNSLabel},
+		{"--mesh-domain", c.MeshDomain, runtime.CheckDNSName},
+		{"--lease-name", c.LeaseName, runtime.CheckName},
+		{"--lease-namespace", c.LeaseNamespace, runtime.CheckDNSLabel},
+	} {
+		if f.value == "" {
+			continue
+		}
+		if err := f.check(f.value); err != nil {
+			return fmt.Errorf("%s %q: %w", f.name, f.value, err)
+		}
 	}
 	if c.LeaseNamespace == "" {
 		c.LeaseNamespace = kube.Namespace()
@@ -132,10 +157,15 @@ func (c *Config) Validate() error {
 	return err
 }
 
-// Ignored warns about every flag set that the router accepts for the
-// original kubelink's manifests but does not use, naming what replaces it.
+// Ignored warns about every flag set (names as given) that the router
+// accepts for the original kubelink's manifests but does not use, naming
+// what replaces it.
 func (c *Config) Ignored(set map[string]bool) []string {
-	return runtime.IgnoredDNSFlags("router", set)
+	var w []string
+	if c.Seed != nil {
+		w = c.Seed.Warnings(set)
+	}
+	return append(w, c.Process.Warnings(runtime.RoleRouter)...)
 }
 
 // Encapsulation names the way to the gateway for logs: none, ipip-shared,
@@ -171,9 +201,5 @@ func (c *Config) processFlags() runtime.ProcessFlags {
 	return runtime.ProcessFlags{Kubeconfig: &c.Kubeconfig, HTTPPort: &c.ServerPortHTTP, Verbose: &c.Verbose}
 }
 
-// Well-known routing tables (linux/rtnetlink.h).
-const (
-	tableDefault = 253
-	tableMain    = 254
-	tableLocal   = 255
-)
+// tableMain is the main routing table (linux/rtnetlink.h).
+const tableMain = 254

@@ -130,11 +130,11 @@ func TestBridge(t *testing.T) {
 
 	startA := func(extra ...string) *proc {
 		return l.startNetd("a", a.gw, []string{"POD_NAME=gw-a"}, netdArgs(a, "bridge", 18180,
-			append([]string{"--secret", "default/kubelink-tls", "--pod-cidr", "10.1.0.0/24", "--dns-advertisement"}, extra...)...)...)
+			append([]string{"--secret", "default/kubelink-tls", "--pod-cidr", "10.1.0.0/24"}, extra...)...)...)
 	}
 	startB := func() *proc {
 		return l.startNetd("b", b.gw, []string{"POD_NAME=gw-b"}, netdArgs(b, "bridge", 18180,
-			"--secret", "default/kubelink-tls", "--dns-service-ip", "100.64.2.53", "--cluster-domain", "cluster.b")...)
+			"--secret", "default/kubelink-tls", "--dns-service-ip", "100.64.2.53", "--cluster-domain", "cluster.b", "--dns-advertisement")...)
 	}
 	pa := startA()
 	pb := startB()
@@ -146,10 +146,16 @@ func TestBridge(t *testing.T) {
 	}
 	checkRoutes(t, a.gw, "192.168.0.0/24", "100.64.2.0/24")
 
-	// DNS advertisement: A's link b carries B's DNS from the hello.
+	// DNS advertisement, as in the original: B advertises
+	// (--dns-advertisement, outbound), A updates its link b from B's hello
+	// without the flag (the inbound update is always on). A does not
+	// advertise, so B's link a keeps its spec.dns.
 	a.waitLink(ctx, t, "b", 10*time.Second, "updated from B's DNS advertisement", func(k *v1alpha1.KubeLink) bool {
 		return k.Spec.DNS != nil && k.Spec.DNS.DNSIP == "100.64.2.53" && k.Spec.DNS.BaseDomain == "cluster.b"
 	})
+	if k := b.link(ctx, t, "a"); k.Spec.DNS != nil {
+		t.Errorf("B's link a got spec.dns %+v, but A does not advertise", *k.Spec.DNS)
+	}
 
 	// A peer with a valid certificate for another host is rejected: no
 	// hello, the connection is closed.

@@ -46,6 +46,10 @@ type Config struct {
 	Serves func(link string) bool
 	// AdvertisedPort is the port peers reach us on, told in the hello.
 	AdvertisedPort int
+	// AdvertiseDNS (--dns-advertisement): the hello tells peers the local
+	// cluster's DNS (its service IP and cluster domain), which they write
+	// into their KubeLink's spec.dns. Without it the hello carries none.
+	AdvertiseDNS bool
 	// Resolve maps an endpoint host name to an address. Resolution is I/O
 	// and its outcome decides the plan (a link whose host does not
 	// resolve is in error and gets no peer and no routes), so it is
@@ -149,7 +153,7 @@ func MakeFrom(cfg Config, in Objects) *Plan {
 			p.Routes = append(p.Routes, routes.Route{Dst: m.Network, Src: m.Local.Address})
 		}
 		p.SNAT = append(p.SNAT, nat.Mapping{Dst: m.Network, Address: m.Local.Address, Network: m.Network})
-		p.Hello.Meshes = append(p.Hello.Meshes, helloMesh(m))
+		p.Hello.Meshes = append(p.Hello.Meshes, helloMesh(m, cfg.AdvertiseDNS))
 	}
 
 	usable := set.Usable()
@@ -279,15 +283,20 @@ func (cfg Config) peer(l *mesh.Link) (tunnel.Peer, error) {
 	return p, nil
 }
 
-// helloMesh introduces the local cluster of a mesh to bridge peers.
-func helloMesh(m *mesh.Mesh) bridge.HelloMesh {
+// helloMesh introduces the local cluster of a mesh to bridge peers; its
+// DNS (service IP and cluster domain) only with dns, the outbound DNS
+// advertisement.
+func helloMesh(m *mesh.Mesh, dns bool) bridge.HelloMesh {
 	l := m.Local
-	hm := bridge.HelloMesh{Mesh: m.Name, Cluster: l.Cluster, Address: netip.PrefixFrom(l.Address, m.Network.Bits()).String(), Domain: l.ClusterDomain}
+	hm := bridge.HelloMesh{Mesh: m.Name, Cluster: l.Cluster, Address: netip.PrefixFrom(l.Address, m.Network.Bits()).String()}
 	if l.CIDR.IsValid() {
 		hm.CIDR = l.CIDR.String()
 	}
-	if l.DNSIP.IsValid() {
-		hm.DNSIP = l.DNSIP.String()
+	if dns {
+		hm.Domain = l.ClusterDomain
+		if l.DNSIP.IsValid() {
+			hm.DNSIP = l.DNSIP.String()
+		}
 	}
 	return hm
 }

@@ -236,7 +236,9 @@ func TestMake(t *testing.T) {
 		hello:  []string{"/a/192.168.0.11/24/100.64.1.0/24/100.64.1.10/cluster.local"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := plan.Config{Device: "kubelink", Mesh: defaultMesh, AdvertisedPort: 8777, Resolve: resolve}
+			// With the DNS advertisement (--dns-advertisement); without it
+			// see TestHelloWithoutDNSAdvertisement.
+			cfg := plan.Config{Device: "kubelink", Mesh: defaultMesh, AdvertisedPort: 8777, AdvertiseDNS: true, Resolve: resolve}
 			for _, o := range tc.cfg {
 				o(&cfg)
 			}
@@ -325,6 +327,30 @@ func TestMakeDeterministic(t *testing.T) {
 		!reflect.DeepEqual(got.Chains, want.Chains) || !reflect.DeepEqual(got.Hello, want.Hello) ||
 		!reflect.DeepEqual(got.LinkErrs, want.LinkErrs) {
 		t.Errorf("order changed the plan:\n%+v\n%+v", got, want)
+	}
+}
+
+// TestHelloWithoutDNSAdvertisement: the hello tells peers the local
+// cluster's DNS only with --dns-advertisement (the outbound side); the
+// rest of it stays.
+func TestHelloWithoutDNSAdvertisement(t *testing.T) {
+	links := []*v1alpha1.KubeLink{link("b", "192.168.0.12/24", "100.64.2.0/24", "10.0.0.2:8777"), localLink("blue--a", "10.9.0.1/24", "100.64.1.0/24")}
+	for _, advertise := range []bool{false, true} {
+		p := plan.Make(plan.Config{Device: "kubelink", Mesh: defaultMesh, AdvertisedPort: 8777, AdvertiseDNS: advertise, Resolve: resolve}, links, nil, lookup)
+		if len(p.Hello.Meshes) != 2 || p.Hello.Port != 8777 {
+			t.Fatalf("advertise %v: hello %+v, want both meshes and the port", advertise, p.Hello)
+		}
+		for _, m := range p.Hello.Meshes {
+			if m.Cluster != "a" || m.Address == "" || m.CIDR != "100.64.1.0/24" {
+				t.Errorf("advertise %v: hello mesh %+v lost its cluster, address or CIDR", advertise, m)
+			}
+			if got := m.DNSIP != "" || m.Domain != ""; got != advertise {
+				t.Errorf("advertise %v: hello mesh %q carries DNS %q/%q", advertise, m.Mesh, m.DNSIP, m.Domain)
+			}
+			if advertise && (m.DNSIP != "100.64.1.10" || m.Domain != "cluster.local") {
+				t.Errorf("advertised DNS %q/%q, want 100.64.1.10/cluster.local", m.DNSIP, m.Domain)
+			}
+		}
 	}
 }
 
