@@ -91,8 +91,8 @@ func TestSyncDeployment(t *testing.T) {
 			"--clusterlink-address-mode=pod",
 			"--kubelink-address-mode=service",
 			"--workers=8",
-			"--kube-api-qps=100",
-			"--kube-api-burst=200",
+			"--kube-api-qps=500",
+			"--kube-api-burst=1000",
 		}
 		if got := args(t, d); !slices.Equal(got, want) {
 			t.Errorf("args\n got %q\nwant %q", got, want)

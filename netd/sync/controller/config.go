@@ -52,8 +52,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClusterLinkMode, "clusterlink-address-mode", string(aggregate.ModePod), "addresses of ClusterLink clusters' endpoints: pod (remote pod IPs, as svclink) or service (the remote ClusterIP, through the mesh)")
 	fs.StringVar(&c.KubeLinkMode, "kubelink-address-mode", string(aggregate.ModeService), "addresses of KubeLink (spec.apiAccess) clusters' endpoints: service or pod")
 	fs.IntVar(&c.Workers, "workers", 8, "services reconciled in parallel")
-	fs.Float64Var(&c.QPS, "kube-api-qps", 100, "local API requests per second")
-	fs.IntVar(&c.Burst, "kube-api-burst", 200, "local API request burst")
+	fs.Float64Var(&c.QPS, "kube-api-qps", 500, "local API requests per second (converging from empty writes one slice per remote cluster and Service)")
+	fs.IntVar(&c.Burst, "kube-api-burst", 1000, "local API request burst")
 }
 
 // Validate checks the flags and fills defaults.

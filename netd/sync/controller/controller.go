@@ -16,6 +16,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -268,6 +269,9 @@ func (c *Controller) work(ctx context.Context) bool {
 	defer c.inflight.Add(-1)
 	start := c.now()
 	var err error
+	defer func() {
+		c.metrics.duration.Observe(c.now().Sub(start).Seconds())
+	}()
 	switch {
 	case strings.HasPrefix(key, keyService):
 		ns, name, _ := strings.Cut(strings.TrimPrefix(key, keyService), "/")
@@ -275,7 +279,13 @@ func (c *Controller) work(ctx context.Context) bool {
 	case strings.HasPrefix(key, keyMesh):
 		err = c.syncMeshServices(ctx, strings.TrimPrefix(key, keyMesh))
 	}
-	c.metrics.duration.Observe(c.now().Sub(start).Seconds())
+	if errors.Is(err, errStale) {
+		// Our cache had not seen our own write yet: look again shortly
+		// (backing off, should a foreign object really hold the name),
+		// without counting an error.
+		c.queue.AddRateLimited(key)
+		return true
+	}
 	if err != nil {
 		c.metrics.errors.Inc()
 		if ctx.Err() == nil {
@@ -502,8 +512,16 @@ func (c *Controller) ourSlices(index, ns, name string) []*discoveryv1.EndpointSl
 // applySlices writes a diff: creates, updates, deletes, each counted.
 func (c *Controller) applySlices(ctx context.Context, create, update, del []*discoveryv1.EndpointSlice) error {
 	var errs []error
+	stale := false
 	for _, s := range create {
 		_, err := c.local.Core.DiscoveryV1().EndpointSlices(s.Namespace).Create(ctx, s, metav1.CreateOptions{FieldManager: fieldManager})
+		if apierrors.IsAlreadyExists(err) {
+			// Written by us a moment ago (the informer lags behind our
+			// own writes), or held by someone else: the next round, on
+			// a fresher cache, decides.
+			stale = true
+			continue
+		}
 		c.metrics.write("endpointslice", "create", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("creating EndpointSlice %s/%s: %w", s.Namespace, s.Name, err))
@@ -511,6 +529,10 @@ func (c *Controller) applySlices(ctx context.Context, create, update, del []*dis
 	}
 	for _, s := range update {
 		_, err := c.local.Core.DiscoveryV1().EndpointSlices(s.Namespace).Update(ctx, s, metav1.UpdateOptions{FieldManager: fieldManager})
+		if apierrors.IsConflict(err) {
+			stale = true
+			continue
+		}
 		c.metrics.write("endpointslice", "update", err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("updating EndpointSlice %s/%s: %w", s.Namespace, s.Name, err))
@@ -527,8 +549,18 @@ func (c *Controller) applySlices(ctx context.Context, create, update, del []*dis
 			errs = append(errs, fmt.Errorf("deleting EndpointSlice %s/%s: %w", s.Namespace, s.Name, err))
 		}
 	}
-	return joinErrs(errs)
+	if err := joinErrs(errs); err != nil {
+		return err
+	}
+	if stale {
+		return errStale
+	}
+	return nil
 }
+
+// errStale: a write met a newer state than our cache knows (our own
+// create or update, not yet seen); the key is retried with backoff.
+var errStale = errors.New("the cache is behind our writes")
 
 // createService creates the namespace (if missing) and a selector-less
 // Service like the remote one (--sync-services-to-local-cluster), labelled
