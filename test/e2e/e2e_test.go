@@ -38,6 +38,9 @@ import (
 //	           kubelink1
 //	kubelink4  node mode: WireGuard to kubelink2 only; kubelink2's service
 //	           CIDR: they link without cidr and meet through MeshServices
+//
+// kubelink1 also runs netd sync (sync.enabled), which follows kubelink3
+// once step "s" gives that link spec.apiAccess (sync_test.go).
 const (
 	// meshVIP is kubelink2's MeshService on a virtual mesh address.
 	meshVIP = "192.168.0.50"
@@ -225,6 +228,15 @@ func bringUp(t *testing.T) *testMesh {
 				"broker": broker,
 				"dns":    map[string]any{"replicas": 1},
 				"links":  ls,
+			}
+			if mb.name == "kubelink1" {
+				// netd sync, as a user enables it: it follows the KubeLinks
+				// that get spec.apiAccess (step "s", sync_test.go). Only
+				// namespace default: every member has the chart's Services
+				// under the same names in namespace kubelink, and kubelink1's
+				// kubelink DNS Service must not get kubelink3's DNS as an
+				// endpoint.
+				overrides["sync"] = map[string]any{"enabled": true, "includedNamespaces": []string{"default"}}
 			}
 			if mb.name == "kubelink2" {
 				// The gateway is a pod: the workers reach it over VXLAN
@@ -559,6 +571,10 @@ func TestMeshInABox(t *testing.T) {
 			t.Fatalf("kubelink1 has a KubeLink for kubelink4")
 		}
 		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2, you are 192.168.0.11:")
+	})
+
+	m.Step("s: netd sync: kubelink1's echo without endpoints served by kubelink3, gated on kubelink3's link", func() {
+		syncFlow(t, tm)
 	})
 
 	m.Step("e: gateway of kubelink2 (pod mode) dies and comes back", func() {

@@ -150,6 +150,8 @@ type podInfo struct {
 	ns   string // network namespace: the node's or its own
 	ip   string
 	tmpl *corev1.PodTemplateSpec
+	// servers close what the test serves for the pod (the echo).
+	servers []func()
 }
 
 // Mesh is a set of simulated clusters on one internet.
@@ -440,17 +442,43 @@ func (c *Cluster) InstallRelease(release string, values []string, overrides map[
 		args = append(args, "-f", v)
 	}
 	if len(overrides) > 0 {
-		b, err := yaml.Marshal(overrides)
-		if err != nil {
-			c.m.t.Fatal(err)
-		}
-		f := filepath.Join(c.dir, release+"-overrides.yaml")
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			c.m.t.Fatal(err)
-		}
-		args = append(args, "-f", f)
+		args = append(args, "-f", c.valuesFile(release+"-overrides", overrides))
 	}
 	c.Helm(args...)
+	return c.releaseValues(release)
+}
+
+// UpgradeRelease is `helm upgrade --reuse-values` of an installed release
+// with more values on top (a list replaces the release's list), as a user
+// changes one setting; it returns the computed values.
+func (c *Cluster) UpgradeRelease(release string, overrides map[string]any) map[string]any {
+	c.m.t.Helper()
+	f := c.valuesFile(fmt.Sprintf("%s-upgrade-%d", release, time.Now().UnixNano()), overrides)
+	c.Helm("upgrade", release, filepath.Join(testenv.RepoRoot(), "chart", "kubelink"), "-n", "kubelink", "--reuse-values", "-f", f)
+	v := c.releaseValues(release)
+	if release == "kubelink" {
+		c.Values = v
+	}
+	return v
+}
+
+// valuesFile writes values into a file of the cluster's directory.
+func (c *Cluster) valuesFile(name string, values map[string]any) string {
+	c.m.t.Helper()
+	b, err := yaml.Marshal(values)
+	if err != nil {
+		c.m.t.Fatal(err)
+	}
+	f := filepath.Join(c.dir, name+".yaml")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		c.m.t.Fatal(err)
+	}
+	return f
+}
+
+// releaseValues reads a release's computed values.
+func (c *Cluster) releaseValues(release string) map[string]any {
+	c.m.t.Helper()
 	out := c.Helm("get", "values", release, "-n", "kubelink", "--all", "-o", "json")
 	var v map[string]any
 	if err := json.Unmarshal([]byte(out), &v); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -12,6 +13,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
@@ -161,9 +163,53 @@ func (c *Cluster) serveEcho(pi *podInfo, p *Pod) {
 			ReadHeaderTimeout: 5 * time.Second,
 		}
 		go func() { _ = srv.Serve(ln) }()
+		stop := func() { _ = srv.Close() }
 		c.m.mu.Lock()
-		c.m.servers = append(c.m.servers, func() { _ = srv.Close() })
+		c.m.servers = append(c.m.servers, stop)
 		c.m.mu.Unlock()
+		c.mu.Lock()
+		pi.servers = append(pi.servers, stop)
+		c.mu.Unlock()
+	}
+}
+
+// ScaleDeployment is `kubectl scale deployment NAME --replicas=N` plus what
+// the ReplicaSet controller and the kubelets do about it. To 0: the pods'
+// processes end (SIGTERM), what the test serves for them closes, and their
+// Pod objects go (so the EndpointSlice controller drops their endpoints).
+// Back to the replicas the workload was started with: StartWorkload runs
+// the same pods again (names, nodes, addresses).
+func (c *Cluster) ScaleDeployment(namespace, name string, replicas int32) {
+	c.m.t.Helper()
+	ctx := context.Background()
+	patch := []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas))
+	if _, err := c.Client.AppsV1().Deployments(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		c.m.t.Fatalf("%s: scaling deployment %s/%s to %d: %v", c.Name, namespace, name, replicas, err)
+	}
+	c.mu.Lock()
+	pis := append([]*podInfo(nil), c.pods[name]...)
+	c.mu.Unlock()
+	if replicas > 0 {
+		if len(pis) != int(replicas) {
+			c.m.t.Fatalf("%s: deployment %s/%s: scaling to %d replicas, it was started with %d (only 0 and back are simulated)", c.Name, namespace, name, replicas, len(pis))
+		}
+		c.StartWorkload("Deployment", namespace, name)
+		return
+	}
+	c.StopWorkload(name, syscall.SIGTERM)
+	zero := int64(0)
+	for _, pi := range pis {
+		c.mu.Lock()
+		servers := pi.servers
+		pi.servers = nil
+		c.mu.Unlock()
+		for _, stop := range servers {
+			stop()
+		}
+		err := c.Client.CoreV1().Pods(namespace).Delete(ctx, pi.name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if err != nil && !apierrors.IsNotFound(err) {
+			c.m.t.Fatalf("%s: deleting pod %s/%s: %v", c.Name, namespace, pi.name, err)
+		}
 	}
 }
 
