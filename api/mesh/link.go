@@ -73,6 +73,10 @@ type Link struct {
 	DNSIP         netip.Addr
 	ClusterDomain string
 	OmitDNS       bool
+	// DNSMode is spec.dns.mode as written (v1alpha1.DNSModeDNS,
+	// DNSModeKubernetes, or "" for the consumer's default); see
+	// EffectiveDNSMode.
+	DNSMode string
 	// State and Message are the object's status as the gateway wrote it.
 	State   string
 	Message string
@@ -93,6 +97,41 @@ func (l *Link) EffectiveState() (state, message string) {
 		return l.Verdict.State, l.Verdict.Message
 	}
 	return l.State, l.Message
+}
+
+// Defaults of EffectiveDNSMode when spec.dns.mode is not set.
+const (
+	// DNSPropagationAuto: kubernetes for links with spec.apiAccess (their
+	// Services are followed), dns for the others.
+	DNSPropagationAuto = "auto"
+	// DNSPropagationNone: names below the cluster are not propagated, as
+	// with spec.dns.omitDNSPropagation.
+	DNSPropagationNone = "none"
+)
+
+// EffectiveDNSMode is how names below a foreign link's cluster are
+// answered: v1alpha1.DNSModeDNS, DNSModeKubernetes, or DNSPropagationNone.
+// spec.dns.omitDNSPropagation gives none; an explicit spec.dns.mode wins
+// over def, the consumer's default (DNSPropagationAuto, "" alike,
+// DNSPropagationNone, or one of the two modes). The local link is always
+// dns: its names are its own cluster DNS's.
+func (l *Link) EffectiveDNSMode(def string) string {
+	switch {
+	case l.OmitDNS:
+		return DNSPropagationNone
+	case l.Local:
+		return v1alpha1.DNSModeDNS
+	case l.DNSMode != "":
+		return l.DNSMode
+	}
+	switch def {
+	case v1alpha1.DNSModeDNS, v1alpha1.DNSModeKubernetes, DNSPropagationNone:
+		return def
+	}
+	if l.APIAccess != nil {
+		return v1alpha1.DNSModeKubernetes
+	}
+	return v1alpha1.DNSModeDNS
 }
 
 // Routes are the destinations reached through the link: its service CIDR,
@@ -267,6 +306,12 @@ func ParseLink(obj *v1alpha1.KubeLink) (*Link, error) {
 			if ip, err = netip.ParseAddr(d.DNSIP); err != nil {
 				return l, fmt.Errorf("spec.dns.dnsIP: %q is not an IP address", d.DNSIP)
 			}
+		}
+		switch d.Mode {
+		case "", v1alpha1.DNSModeDNS, v1alpha1.DNSModeKubernetes:
+			l.DNSMode = d.Mode
+		default:
+			return l, fmt.Errorf("spec.dns.mode: %q must be %s or %s", d.Mode, v1alpha1.DNSModeDNS, v1alpha1.DNSModeKubernetes)
 		}
 		if d.BaseDomain != "" && !IsDNSName(d.BaseDomain) {
 			return l, fmt.Errorf("spec.dns.baseDomain: %q is not a DNS name", d.BaseDomain)

@@ -221,7 +221,27 @@ type KubeLinkDNS struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*[.]?$')",message="spec.dns.baseDomain must be a DNS name, e.g. cluster.local"
 	BaseDomain string `json:"baseDomain,omitempty"`
+
+	// Mode is how the mesh DNS answers names below the linked cluster
+	// (<name>.<cluster>.<mesh-domain>): dns forwards them to the cluster's
+	// DNS (dnsIP) and rewrites the reply; kubernetes answers them from the
+	// local copy of the cluster's Services that netd sync keeps (spec.apiAccess),
+	// without asking the cluster. Default: kubernetes when spec.apiAccess is
+	// set, else dns (the kubelink DNS option dns-propagation changes the
+	// default). Ignored on a LocalLink.
+	//
+	// +optional
+	// +kubebuilder:validation:Enum=dns;kubernetes
+	Mode string `json:"mode,omitempty"`
 }
+
+// Values of KubeLinkDNS.Mode, as the original kubelink's --dns-propagation.
+const (
+	// DNSModeDNS forwards names below the cluster to its DNS.
+	DNSModeDNS = "dns"
+	// DNSModeKubernetes answers names below the cluster from memory.
+	DNSModeKubernetes = "kubernetes"
+)
 
 // KubeLinkStatus is written by the gateway (netd broker).
 type KubeLinkStatus struct {

@@ -180,15 +180,20 @@ func (w *Cache) reportErr(err error) {
 }
 
 // Snapshot is a consistent-enough copy of what a consumer reads: every
-// list sorted, every object a deep copy.
+// list sorted, every KubeLink and MeshService a deep copy.
 type Snapshot struct {
 	KubeLinks    []*v1alpha1.KubeLink
 	MeshServices []*v1alpha1.MeshService
+	// EndpointSlices are the slices of Needs.SelectedSlices (Kube) or every
+	// EndpointSlice of the directory (Dir), sorted by namespace and name.
+	// Not copied: they are shared with the informer's cache, read only.
+	EndpointSlices []*discoveryv1.EndpointSlice
 }
 
-// Snapshot copies the KubeLinks and MeshServices (when needed).
+// Snapshot copies the KubeLinks and MeshServices and lists the selected
+// EndpointSlices (each when needed).
 func (w *Cache) Snapshot() Snapshot {
-	return Snapshot{KubeLinks: w.KubeLinks().List(), MeshServices: w.MeshServices().List()}
+	return Snapshot{KubeLinks: w.KubeLinks().List(), MeshServices: w.MeshServices().List(), EndpointSlices: w.SelectedSlices()}
 }
 
 // KubeLinkView reads the cached KubeLinks.

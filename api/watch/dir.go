@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
@@ -19,8 +20,9 @@ import (
 )
 
 // Dir is the Source of a directory of manifests (CoreDNS's "manifests DIR"):
-// it reads KubeLink objects (status included) from the *.yaml, *.yml and
-// *.json files of a directory. It polls: a stat of a handful of files every
+// it reads KubeLinks and MeshServices (status included) and EndpointSlices
+// (discovery.k8s.io/v1, e.g. netd sync's service mirrors) from the *.yaml,
+// *.yml and *.json files of a directory; other kinds are skipped. It polls: a stat of a handful of files every
 // Interval is cheap and, unlike inotify, also works on ConfigMap volumes
 // whose files are swapped through symlinks.
 type Dir struct {
@@ -50,11 +52,11 @@ func (d *Dir) Run(ctx context.Context, update func(Snapshot)) error {
 	for {
 		stamps, err := d.stamps()
 		if err == nil && (first || !sameStamps(stamps, last)) {
-			var objs []*v1alpha1.KubeLink
-			objs, err = d.Load()
+			var snap Snapshot
+			snap, err = d.LoadSnapshot()
 			if err == nil {
 				last, first = stamps, false
-				update(Snapshot{KubeLinks: objs})
+				update(snap)
 			}
 		}
 		if err != nil && d.OnError != nil {
@@ -119,37 +121,64 @@ func sameStamps(a, b map[string]fileStamp) bool {
 // Load reads every KubeLink of the directory once. Objects of other kinds
 // (MeshServices, anything else) are skipped.
 func (d *Dir) Load() ([]*v1alpha1.KubeLink, error) {
+	s, err := d.LoadSnapshot()
+	return s.KubeLinks, err
+}
+
+// LoadSnapshot reads the KubeLinks, MeshServices and EndpointSlices of the
+// directory once, each list sorted (KubeLinks by name, the others by
+// namespace and name).
+func (d *Dir) LoadSnapshot() (Snapshot, error) {
 	files, err := d.files()
 	if err != nil {
-		return nil, err
+		return Snapshot{}, err
 	}
-	var out []*v1alpha1.KubeLink
+	var out Snapshot
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", f, err)
+			return Snapshot{}, fmt.Errorf("reading %s: %w", f, err)
 		}
-		objs, err := DecodeKubeLinks(data)
+		s, err := DecodeSnapshot(data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+			return Snapshot{}, fmt.Errorf("%s: %w", f, err)
 		}
-		out = append(out, objs...)
+		out.KubeLinks = append(out.KubeLinks, s.KubeLinks...)
+		out.MeshServices = append(out.MeshServices, s.MeshServices...)
+		out.EndpointSlices = append(out.EndpointSlices, s.EndpointSlices...)
 	}
+	sort.SliceStable(out.KubeLinks, func(i, j int) bool { return out.KubeLinks[i].Name < out.KubeLinks[j].Name })
+	sort.SliceStable(out.MeshServices, func(i, j int) bool {
+		a, b := out.MeshServices[i], out.MeshServices[j]
+		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Name < b.Name
+	})
+	sort.SliceStable(out.EndpointSlices, func(i, j int) bool {
+		a, b := out.EndpointSlices[i], out.EndpointSlices[j]
+		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Name < b.Name
+	})
 	return out, nil
 }
 
 // DecodeKubeLinks decodes the KubeLinks of a multi-document YAML or JSON
 // stream (a List of items is flattened).
 func DecodeKubeLinks(data []byte) ([]*v1alpha1.KubeLink, error) {
+	s, err := DecodeSnapshot(data)
+	return s.KubeLinks, err
+}
+
+// DecodeSnapshot decodes the KubeLinks, MeshServices and EndpointSlices
+// (discovery.k8s.io/v1) of a multi-document YAML or JSON stream (a List of
+// items is flattened), in stream order; other kinds are skipped.
+func DecodeSnapshot(data []byte) (Snapshot, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	var out []*v1alpha1.KubeLink
+	var out Snapshot
 	for {
 		var u unstructured.Unstructured
 		if err := dec.Decode(&u.Object); err != nil {
 			if errors.Is(err, io.EOF) {
 				return out, nil
 			}
-			return nil, fmt.Errorf("decoding YAML: %w", err)
+			return Snapshot{}, fmt.Errorf("decoding YAML: %w", err)
 		}
 		if u.Object == nil {
 			continue
@@ -158,20 +187,34 @@ func DecodeKubeLinks(data []byte) ([]*v1alpha1.KubeLink, error) {
 		if u.IsList() {
 			l, err := u.ToList()
 			if err != nil {
-				return nil, fmt.Errorf("decoding list: %w", err)
+				return Snapshot{}, fmt.Errorf("decoding list: %w", err)
 			}
 			items = l.Items
 		}
 		for i := range items {
 			it := &items[i]
-			if it.GetKind() != kubeLinkKind || it.GroupVersionKind().Group != v1alpha1.SchemeGroupVersion.Group {
-				continue
+			gvk := it.GroupVersionKind()
+			var err error
+			switch {
+			case gvk.Group == v1alpha1.SchemeGroupVersion.Group && gvk.Kind == kubeLinkKind:
+				var kl *v1alpha1.KubeLink
+				if kl, err = toKubeLink(it); err == nil {
+					out.KubeLinks = append(out.KubeLinks, kl)
+				}
+			case gvk.Group == v1alpha1.SchemeGroupVersion.Group && gvk.Kind == meshServiceKind:
+				var ms *v1alpha1.MeshService
+				if ms, err = fromUnstructured[v1alpha1.MeshService](it); err == nil {
+					out.MeshServices = append(out.MeshServices, ms)
+				}
+			case gvk.Group == discoveryv1.GroupName && gvk.Version == "v1" && gvk.Kind == endpointSliceKind:
+				var es *discoveryv1.EndpointSlice
+				if es, err = fromUnstructured[discoveryv1.EndpointSlice](it); err == nil {
+					out.EndpointSlices = append(out.EndpointSlices, es)
+				}
 			}
-			kl, err := toKubeLink(it)
 			if err != nil {
-				return nil, err
+				return Snapshot{}, err
 			}
-			out = append(out, kl)
 		}
 	}
 }

@@ -51,14 +51,23 @@ func (k *Kube) Run(ctx context.Context, update func(Snapshot)) error {
 	}
 }
 
-// kubeLinkKind is the kind of the objects Dir reads.
-const kubeLinkKind = "KubeLink"
+// Kinds of the objects Dir reads.
+const (
+	kubeLinkKind      = "KubeLink"
+	meshServiceKind   = "MeshService"
+	endpointSliceKind = "EndpointSlice"
+)
 
 // toKubeLink converts an unstructured KubeLink into the typed object.
 func toKubeLink(u *unstructured.Unstructured) (*v1alpha1.KubeLink, error) {
-	var kl v1alpha1.KubeLink
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &kl); err != nil {
-		return nil, fmt.Errorf("converting KubeLink %q: %w", u.GetName(), err)
+	return fromUnstructured[v1alpha1.KubeLink](u)
+}
+
+// fromUnstructured converts an unstructured object into a new typed one.
+func fromUnstructured[T any](u *unstructured.Unstructured) (*T, error) {
+	t := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, t); err != nil {
+		return nil, fmt.Errorf("converting %s %q: %w", u.GetKind(), u.GetName(), err)
 	}
-	return &kl, nil
+	return t, nil
 }

@@ -323,6 +323,7 @@ var invalidObjects = []struct {
 	{"dns.dnsIP not an IP", "spec.dns.dnsIP", link("dns:\n    dnsIP: 100.64.0.1000")},
 	{"dns.baseDomain not a DNS name", "spec.dns.baseDomain", link("dns:\n    baseDomain: bad..domain")},
 	{"dns.baseDomain with underscore", "spec.dns.baseDomain", link("dns:\n    baseDomain: my_domain.local")},
+	{"dns.mode unknown", "spec.dns.mode", link("dns:\n    mode: forward")},
 	{"gatewayLink is itself", "spec.gatewayLink", link(`gatewayLink: bad`)},
 	{"egress on LocalLink", "spec.egress", linkRaw("clusterAddress: 192.168.0.11/24\n  endpoint: LocalLink\n  egress:\n  - 10.0.0.0/8")},
 	{"meshAddress not an IP", "spec.meshAddress", msvc("service: echo\n  meshAddress: 192.168.0.300")},
