@@ -37,6 +37,13 @@ func seedQueries(t testing.TB) [][]byte {
 	add("x.nosuch.kubelink.", dns.TypeMX, dns.ClassINET, false)
 	add(".", dns.TypeNS, dns.ClassINET, false)
 	add("a.b.c.kubelink1.kubelink.", dns.TypeTXT, dns.ClassANY, true, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: []byte{10, 0, 0, 0}})
+	// Answers from memory: kubernetes mode, headless, SRV, PTR, global.
+	add("web.demo.svc.east.kubelink.", dns.TypeA, dns.ClassINET, true)
+	add("_pg._tcp.db.demo.svc.east.kubelink.", dns.TypeSRV, dns.ClassINET, true)
+	add("db-0.db.demo.svc.east.kubelink.", dns.TypeAAAA, dns.ClassINET, false)
+	add("nosuch.demo.svc.east.kubelink.", dns.TypeA, dns.ClassINET, false)
+	add("20.144.64.100.in-addr.arpa.", dns.TypePTR, dns.ClassINET, false)
+	add("web.demo.svc.global.kubelink.", dns.TypeSRV, dns.ClassINET, true)
 	return out
 }
 
@@ -49,7 +56,7 @@ func FuzzServeDNS(f *testing.F) {
 		f.Add(s, true)
 	}
 	up := startFakeDNS(f)
-	k, _ := newTestPlugin(f, up.port, exampleLinks(), mesh.Options{})
+	k, _ := newServicePlugin(f, up.port, nil)
 	f.Fuzz(func(t *testing.T, wire []byte, tcp bool) {
 		m := new(dns.Msg)
 		if err := m.Unpack(wire); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/api/watch"
 )
 
 // fakeDNS is a cluster DNS on 127.0.0.1 (UDP and TCP on one port) serving
@@ -178,6 +179,13 @@ func exampleLinks() []*v1alpha1.KubeLink {
 // newTestPlugin builds the plugin over objs with every upstream on port.
 func newTestPlugin(t testing.TB, port string, objs []*v1alpha1.KubeLink, opts mesh.Options) (*Kubelink, *controller) {
 	t.Helper()
+	return newTestPluginSnapshot(t, port, watch.Snapshot{KubeLinks: objs}, opts, nil)
+}
+
+// newTestPluginSnapshot builds the plugin over a snapshot; mod changes the
+// configuration first.
+func newTestPluginSnapshot(t testing.TB, port string, snap watch.Snapshot, opts mesh.Options, mod func(*config)) (*Kubelink, *controller) {
+	t.Helper()
 	k := &Kubelink{Next: test.NextHandler(dns.RcodeRefused, nil)}
 	if opts.ClusterDomain == "" {
 		opts.ClusterDomain = "local.test"
@@ -186,8 +194,11 @@ func newTestPlugin(t testing.TB, port string, objs []*v1alpha1.KubeLink, opts me
 		opts.LocalDNS = netip.MustParseAddr("127.0.0.1")
 	}
 	cfg := &config{ttl: 5, upstreamPort: port, opts: opts}
+	if mod != nil {
+		mod(cfg)
+	}
 	ctl := newController(k, cfg)
-	ctl.update(objs)
+	ctl.update(snap)
 	t.Cleanup(ctl.pool.stopAll)
 	return k, ctl
 }

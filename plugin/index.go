@@ -25,10 +25,16 @@ type index struct {
 	// zones are the mesh domains, longest first so that a mesh domain
 	// nested in another one wins.
 	zones []*zone
-	// ptr maps the lower-case reverse name of every link address to its
-	// answer.
-	ptr map[string]*cluster
+	// ptr maps the lower-case reverse name of every link address, and of
+	// every address of a kubernetes-mode cluster's services, to its answer.
+	ptr map[string]ptrTarget
 	ttl uint32
+}
+
+// ptrTarget is the answer to a PTR query: the name, counted for c.
+type ptrTarget struct {
+	name string
+	c    *cluster
 }
 
 // zone is one mesh domain.
@@ -38,6 +44,11 @@ type zone struct {
 	soa    dns.SOA
 	ns     dns.NS
 	global *cluster // X.global.<mesh>; nil without a mesh-global DNS
+	// globalNames are the global names the mesh answers itself, relative
+	// to global.<mesh> ("web.demo.svc"): the Services the Up clusters
+	// export (and the local cluster's MeshServices).
+	globalNames   map[string]*node
+	globalResults resultCounters
 	// clusters by lower-case cluster label.
 	clusters map[string]*cluster
 	results  resultCounters // apex and unknown-cluster answers
@@ -53,6 +64,10 @@ type cluster struct {
 	// below fqdn are asked as names below remote.
 	remote string
 	up     *upstream // nil: no DNS known for the cluster
+	// names, in kubernetes mode (non-nil), are the names below the cluster
+	// answered from memory, relative to fqdn ("web.demo.svc"); any other
+	// name below the cluster does not exist.
+	names map[string]*node
 	// failState/failText make every name below the cluster fail at once
 	// (SERVFAIL + EDE); rejected additionally covers the cluster's own A.
 	failState string
@@ -123,9 +138,27 @@ type upstreamSet interface {
 	get(addr string) *upstream
 }
 
+// buildInput is what an index is built from besides the meshes.
+type buildInput struct {
+	ttl    uint32
+	port   string
+	serial uint32
+	ups    upstreamSet
+	// propagation is the default DNS mode of links without spec.dns.mode
+	// (mesh.Link.EffectiveDNSMode).
+	propagation string
+	// mirrors are the Services of netd sync's service mirrors by KubeLink
+	// name (collectMirrors).
+	mirrors map[string][]*service
+	// local are the local cluster's exported Services by mesh name
+	// (localExports).
+	local map[string]map[mirrorKey][]netip.Addr
+}
+
 // buildIndex turns the mesh library's view into an index.
-func buildIndex(set *mesh.Set, ttl uint32, port string, serial uint32, ups upstreamSet) *index {
-	idx := &index{ptr: map[string]*cluster{}, ttl: ttl}
+func buildIndex(set *mesh.Set, in buildInput) *index {
+	ttl, port, serial, ups := in.ttl, in.port, in.serial, in.ups
+	idx := &index{ptr: map[string]ptrTarget{}, ttl: ttl}
 	names := make([]string, 0, len(set.Meshes))
 	for n := range set.Meshes {
 		names = append(names, n)
@@ -146,12 +179,16 @@ func buildIndex(set *mesh.Set, ttl uint32, port string, serial uint32, ups upstr
 				obs: newObservers(z.mesh, globalLabel)}
 		}
 		if m.Local != nil && m.Local.Cluster != "" {
-			z.add(idx, m.Local, ups, port)
+			z.add(idx, m.Local, ups, port, in)
 		}
 		for _, l := range m.Links {
-			z.add(idx, l, ups, port)
+			z.add(idx, l, ups, port, in)
 		}
 		idx.zones = append(idx.zones, z)
+	}
+	// Then the addresses of the services: link addresses keep their PTR.
+	for _, z := range idx.zones {
+		z.addServices(idx, set.Meshes[z.mesh], in)
 	}
 	// Links the mesh library rejected still own their name: asking for them
 	// fails at once with the verdict rather than looking like NXDOMAIN.
@@ -183,7 +220,8 @@ func (idx *index) zoneOf(meshName string) *zone {
 
 func newZone(m *mesh.Mesh, ttl, serial uint32) *zone {
 	name := dns.Fqdn(strings.ToLower(m.Domain))
-	z := &zone{mesh: m.Name, name: name, clusters: map[string]*cluster{}, results: newResultCounters(m.Name, "")}
+	z := &zone{mesh: m.Name, name: name, clusters: map[string]*cluster{}, results: newResultCounters(m.Name, ""),
+		globalResults: newResultCounters(m.Name, globalLabel)}
 	z.soa = dns.SOA{
 		Hdr:     dns.RR_Header{Name: name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
 		Ns:      "ns.dns." + name,
@@ -209,7 +247,7 @@ func (z *zone) newCluster(l *mesh.Link) *cluster {
 }
 
 // add registers a usable link (local or foreign).
-func (z *zone) add(idx *index, l *mesh.Link, ups upstreamSet, port string) {
+func (z *zone) add(idx *index, l *mesh.Link, ups upstreamSet, port string, in buildInput) {
 	label := strings.ToLower(l.Cluster)
 	if label == globalLabel || !validLabel(label) {
 		return
@@ -219,8 +257,13 @@ func (z *zone) add(idx *index, l *mesh.Link, ups upstreamSet, port string) {
 	if l.ClusterDomain == "" {
 		c.remote = dns.Fqdn(v1alpha1.DefaultClusterDomain)
 	}
-	if l.DNSIP.IsValid() && !l.OmitDNS {
-		c.up = ups.get(hostPort(l.DNSIP, port))
+	switch l.EffectiveDNSMode(in.propagation) {
+	case v1alpha1.DNSModeDNS:
+		if l.DNSIP.IsValid() {
+			c.up = ups.get(hostPort(l.DNSIP, port))
+		}
+	case v1alpha1.DNSModeKubernetes:
+		c.names = map[string]*node{} // filled by addServices
 	}
 	if !l.Local {
 		switch state, msg := l.EffectiveState(); state {
@@ -232,10 +275,61 @@ func (z *zone) add(idx *index, l *mesh.Link, ups upstreamSet, port string) {
 	if c.address != nil {
 		if rev, err := dns.ReverseAddr(l.Address.Unmap().String()); err == nil {
 			if _, dup := idx.ptr[rev]; !dup {
-				idx.ptr[rev] = c
+				idx.ptr[rev] = ptrTarget{c.fqdn, c}
 			}
 		}
 	}
+}
+
+// addServices fills the names of the zone's kubernetes-mode clusters and
+// its global names from the service mirrors and the local exports.
+// Clusters that fail (Down, Error, ...) keep no names; only Up clusters
+// take part in the global names.
+func (z *zone) addServices(idx *index, m *mesh.Mesh, in buildInput) {
+	global := newNamesBuilder(globalLabel+"."+z.name, z.global == nil)
+	for k, addrs := range in.local[z.mesh] {
+		global.addGlobal(k.namespace, k.name, addrs, nil)
+	}
+	for _, l := range m.Links {
+		c := z.clusters[strings.ToLower(l.Cluster)]
+		svcs := in.mirrors[l.Name]
+		if c == nil || c.failState != "" || len(svcs) == 0 {
+			continue
+		}
+		mode := l.EffectiveDNSMode(in.propagation)
+		if mode == mesh.DNSPropagationNone {
+			continue
+		}
+		if state, _ := l.EffectiveState(); state == v1alpha1.StateUp {
+			for _, s := range svcs {
+				if !s.exported || len(s.endpoints) == 0 {
+					continue
+				}
+				addrs := make([]netip.Addr, len(s.endpoints))
+				for i, e := range s.endpoints {
+					addrs[i] = e.addr
+				}
+				global.addGlobal(s.namespace, s.name, addrs, s.ports)
+			}
+		}
+		if c.names == nil {
+			continue
+		}
+		b := newNamesBuilder(c.fqdn, true)
+		for _, s := range svcs {
+			b.addService(s, func(a netip.Addr, target string) {
+				rev, err := dns.ReverseAddr(a.String())
+				if err != nil {
+					return
+				}
+				if _, dup := idx.ptr[rev]; !dup {
+					idx.ptr[rev] = ptrTarget{target, c}
+				}
+			})
+		}
+		c.names = b.build(idx.ttl)
+	}
+	z.globalNames = global.build(idx.ttl)
 }
 
 // validLabel reports whether s can be a single DNS label.

@@ -41,8 +41,8 @@ func (k *Kubelink) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	lname := strings.ToLower(q.Name) // no allocation for lower-case names
 
 	if q.Qtype == dns.TypePTR {
-		if c := idx.ptr[lname]; c != nil {
-			return k.answerPTR(w, r, idx, c)
+		if p, ok := idx.ptr[lname]; ok {
+			return k.answerPTR(w, r, idx, p)
 		}
 	}
 	z := idx.match(lname)
@@ -53,13 +53,19 @@ func (k *Kubelink) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	if rel == "" {
 		return k.answerApex(w, r, idx, z)
 	}
-	// rel is "<labels>.<cluster>." : the cluster is its last label.
+	// rel is "<sub>.<cluster>." : the cluster is its last label.
 	rel = rel[:len(rel)-1]
-	label, below := rel, false
+	label, below, sub := rel, false, ""
 	if i := strings.LastIndexByte(rel, '.'); i >= 0 {
-		label, below = rel[i+1:], true
+		label, below, sub = rel[i+1:], true, rel[:i]
 	}
 	if label == globalLabel {
+		// The mesh's own global names first, then the mesh-global DNS.
+		if below {
+			if n := z.globalNames[sub]; n != nil {
+				return k.answerNode(w, r, idx, z, n, &z.globalResults)
+			}
+		}
 		if z.global == nil {
 			return k.nxdomain(ctx, w, r, z)
 		}
@@ -74,6 +80,17 @@ func (k *Kubelink) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	}
 	if c.failState != "" {
 		return k.unavailable(w, r, c, c.failState, c.failText)
+	}
+	if c.names != nil {
+		// kubernetes mode: memory knows every name there is.
+		if n := c.names[sub]; n != nil {
+			return k.answerNode(w, r, idx, z, n, &c.results)
+		}
+		if k.Fall.Through(q.Name) {
+			return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
+		}
+		c.results[resultNXDomain].Inc()
+		return k.negative(w, r, z, dns.RcodeNameError)
 	}
 	if c.up == nil {
 		return k.unavailable(w, r, c, "", "no DNS server is known for cluster "+c.name)
@@ -123,12 +140,88 @@ func (lr *localReply[T]) one(rr dns.RR) []dns.RR {
 // ednsSize is the UDP size the plugin advertises in its own answers.
 const ednsSize = 1232
 
-func (k *Kubelink) answerPTR(w dns.ResponseWriter, r *dns.Msg, idx *index, c *cluster) (int, error) {
+func (k *Kubelink) answerPTR(w dns.ResponseWriter, r *dns.Msg, idx *index, p ptrTarget) (int, error) {
 	lr := newReply[dns.PTR](r, dns.RcodeSuccess)
-	lr.rec = dns.PTR{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: idx.ttl}, Ptr: c.fqdn}
+	lr.rec = dns.PTR{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: idx.ttl}, Ptr: p.name}
 	lr.m.Answer = lr.one(&lr.rec)
-	c.results[resultLocal].Inc()
+	p.c.results[resultLocal].Inc()
 	return write(w, &lr.m)
+}
+
+// answerNode answers a name known to memory from its precomputed records
+// (copies: see node); a type it has none of is NODATA.
+func (k *Kubelink) answerNode(w dns.ResponseWriter, r *dns.Msg, idx *index, z *zone, n *node, rc *resultCounters) (int, error) {
+	q := &r.Question[0]
+	rc[resultLocal].Inc()
+	var answer, extra int
+	switch q.Qtype {
+	case dns.TypeA:
+		answer = len(n.a)
+	case dns.TypeAAAA:
+		answer = len(n.aaaa)
+	case dns.TypeSRV:
+		answer, extra = len(n.srv), len(n.extraA)+len(n.extraAAAA)
+	}
+	if answer == 0 {
+		return k.negative(w, r, z, dns.RcodeSuccess)
+	}
+	// One address, the most common answer: one allocation.
+	if answer == 1 && q.Qtype == dns.TypeA {
+		lr := newReply[dns.A](r, dns.RcodeSuccess)
+		lr.rec = n.a[0]
+		lr.rec.Hdr.Name = q.Name
+		lr.m.Answer = lr.one(&lr.rec)
+		return write(w, &lr.m)
+	}
+	if answer == 1 && q.Qtype == dns.TypeAAAA {
+		lr := newReply[dns.AAAA](r, dns.RcodeSuccess)
+		lr.rec = n.aaaa[0]
+		lr.rec.Hdr.Name = q.Name
+		lr.m.Answer = lr.one(&lr.rec)
+		return write(w, &lr.m)
+	}
+	lr := newReply[struct{}](r, dns.RcodeSuccess)
+	opt := lr.m.Extra // the OPT record, when the client sent one
+	rrs := make([]dns.RR, 0, answer+extra+len(opt))
+	switch q.Qtype {
+	case dns.TypeA:
+		rrs = copyRecords(rrs, n.a, q.Name)
+	case dns.TypeAAAA:
+		rrs = copyRecords(rrs, n.aaaa, q.Name)
+	case dns.TypeSRV:
+		rrs = copyRecords(rrs, n.srv, q.Name)
+		rrs = copyRecords(rrs, n.extraA, "")
+		rrs = copyRecords(rrs, n.extraAAAA, "")
+	}
+	lr.m.Answer = rrs[:answer:answer]
+	if extra > 0 {
+		lr.m.Extra = append(rrs[answer:], opt...)
+	}
+	return write(w, &lr.m)
+}
+
+// rrPointer is a pointer to a record type.
+type rrPointer[T any] interface {
+	*T
+	dns.RR
+}
+
+// copyRecords appends copies of src (one allocation) to dst, owned by
+// owner unless it is empty.
+func copyRecords[T any, P rrPointer[T]](dst []dns.RR, src []T, owner string) []dns.RR {
+	if len(src) == 0 {
+		return dst
+	}
+	recs := make([]T, len(src))
+	copy(recs, src)
+	for i := range recs {
+		p := P(&recs[i])
+		if owner != "" {
+			p.Header().Name = owner
+		}
+		dst = append(dst, p)
+	}
+	return dst
 }
 
 func (k *Kubelink) answerApex(w dns.ResponseWriter, r *dns.Msg, idx *index, z *zone) (int, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/api/watch"
 )
 
 const meshSOA = "kubelink.	5	IN	SOA	ns.dns.kubelink. hostmaster.kubelink. 0 7200 1800 86400 5"
@@ -292,13 +293,13 @@ func TestLiveUpdate(t *testing.T) {
 	k, ctl := newTestPlugin(t, f.port, objs, mesh.Options{})
 	// kubelink2 goes Down: the very next query fails fast.
 	objs[1].Status.State = "Down"
-	ctl.update(objs)
+	ctl.update(watch.Snapshot{KubeLinks: objs})
 	resp, _, _ := ask(t, k, queryEDNS("web.default.svc.kubelink2.kubelink.", dns.TypeA, 1232), false)
 	if resp.Rcode != dns.RcodeServerFailure {
 		t.Errorf("after Down: %v", resp)
 	}
 	// Deleted: NXDOMAIN, and its PTR is gone.
-	ctl.update(append(objs[:1:1], objs[2:]...))
+	ctl.update(watch.Snapshot{KubeLinks: append(objs[:1:1], objs[2:]...)})
 	resp, _, _ = ask(t, k, query("kubelink2.kubelink.", dns.TypeA), false)
 	if resp.Rcode != dns.RcodeNameError {
 		t.Errorf("after delete: %v", resp)

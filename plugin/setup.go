@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,8 +15,11 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubelink/kubelink/api/mesh"
+	"github.com/kubelink/kubelink/api/synced"
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/api/watch"
 )
@@ -33,6 +38,11 @@ type config struct {
 	opts         mesh.Options
 	ttl          uint32
 	upstreamPort string
+	// namespace holds netd sync's service mirrors (empty with manifests:
+	// any namespace).
+	namespace string
+	// propagation is the default DNS mode of links without spec.dns.mode.
+	propagation string
 }
 
 func setup(c *caddy.Controller) error {
@@ -51,7 +61,7 @@ func setup(c *caddy.Controller) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := src.Run(ctx, func(s watch.Snapshot) { ctl.update(s.KubeLinks) }); err != nil && !errors.Is(err, context.Canceled) {
+			if err := src.Run(ctx, ctl.update); err != nil && !errors.Is(err, context.Canceled) {
 				log.Errorf("source stopped: %v", err)
 			}
 		}()
@@ -82,7 +92,69 @@ func (cfg *config) source() (watch.Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &watch.Kube{Clients: clients, Needs: watch.Needs{KubeLinks: true}, OnError: func(err error) { log.Warningf("%v", err) }}, nil
+	if cfg.namespace == "" {
+		cfg.namespace = podNamespace()
+	}
+	return &kubeSource{clients: clients, namespace: cfg.namespace}, nil
+}
+
+// serviceAccountNamespace is where Kubernetes mounts the pod's namespace.
+var serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// podNamespace is the namespace the plugin runs in: $POD_NAMESPACE, else
+// the service account's, else "default".
+func podNamespace() string {
+	if ns := strings.TrimSpace(os.Getenv("POD_NAMESPACE")); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		if ns := strings.TrimSpace(string(b)); ns != "" {
+			return ns
+		}
+	}
+	return "default"
+}
+
+// kubeSource is the API source: KubeLinks, the MeshServices (the local
+// cluster's exported Services) and netd sync's service mirrors in
+// namespace (a label-selected informer of that namespace only). Kinds it
+// may not read, or that do not exist, are left out with a warning rather
+// than holding the plugin up forever: an informer without them never
+// syncs.
+type kubeSource struct {
+	clients   *watch.Clients
+	namespace string
+}
+
+func (s *kubeSource) Run(ctx context.Context, update func(watch.Snapshot)) error {
+	needs := watch.Needs{KubeLinks: true}
+	one := metav1.ListOptions{Limit: 1}
+	if s.readable("MeshServices (the local cluster's own Services stay out of the global names)", func() error {
+		_, err := s.clients.Dynamic.Resource(watch.MeshServices).List(ctx, one)
+		return err
+	}) {
+		needs.MeshServices = true
+	}
+	sel := metav1.ListOptions{Limit: 1, LabelSelector: synced.MirrorSelector}
+	if s.readable("endpointslices in namespace "+s.namespace+" (netd sync's service mirrors: kubernetes mode and global names stay empty)", func() error {
+		_, err := s.clients.Core.DiscoveryV1().EndpointSlices(s.namespace).List(ctx, sel)
+		return err
+	}) {
+		needs.SelectedSlices = watch.Selection{Namespace: s.namespace, Selector: synced.MirrorSelector}
+	}
+	k := &watch.Kube{Clients: s.clients, Needs: needs, OnError: func(err error) { log.Warningf("%v", err) }}
+	return k.Run(ctx, update)
+}
+
+// readable probes a list; only a refusal or a missing kind says no (other
+// errors are the informer's to retry).
+func (s *kubeSource) readable(what string, list func() error) bool {
+	err := list()
+	if apierrors.IsForbidden(err) || apierrors.IsNotFound(err) {
+		log.Warningf("not reading %s: %v (grant get, list, watch and restart)", what, err)
+		return false
+	}
+	return true
 }
 
 // controller turns snapshots of the objects into indexes.
@@ -99,13 +171,15 @@ func newController(k *Kubelink, cfg *config) *controller {
 }
 
 // update rebuilds and swaps the index; queries in flight keep the old one.
-func (ctl *controller) update(objs []*v1alpha1.KubeLink) {
+func (ctl *controller) update(s watch.Snapshot) {
 	ctl.mu.Lock()
 	defer ctl.mu.Unlock()
-	set := mesh.Build(objs, ctl.cfg.opts)
+	set := mesh.Build(s.KubeLinks, ctl.cfg.opts)
 	ctl.serial = max(ctl.serial+1, uint32(time.Now().Unix())) // #nosec G115 -- SOA serials wrap by design
+	mirrors := collectMirrors(ctl.cfg.namespace, s.EndpointSlices)
 	ctl.pool.begin()
-	idx := buildIndex(set, ctl.cfg.ttl, ctl.cfg.upstreamPort, ctl.serial, ctl.pool)
+	idx := buildIndex(set, buildInput{ttl: ctl.cfg.ttl, port: ctl.cfg.upstreamPort, serial: ctl.serial, ups: ctl.pool,
+		propagation: ctl.cfg.propagation, mirrors: mirrors, local: localExports(s.MeshServices)})
 	ctl.k.index.Store(idx)
 	ctl.pool.commit()
 	linkCount.Reset()
@@ -118,7 +192,11 @@ func (ctl *controller) update(objs []*v1alpha1.KubeLink) {
 			log.Warningf("link %s not served: %s: %s", l.Name, l.Verdict.State, l.Verdict.Message)
 		}
 	}
-	log.Infof("serving %d meshes from %d links", len(idx.zones), len(set.Links))
+	n := 0
+	for _, svcs := range mirrors {
+		n += len(svcs)
+	}
+	log.Infof("serving %d meshes from %d links, %d mirrored services", len(idx.zones), len(set.Links), n)
 }
 
 // parse reads the plugin block; only one kubelink block per server.
@@ -239,6 +317,24 @@ func parseOption(c *caddy.Controller, k *Kubelink, cfg *config) error {
 				return c.Errf("upstream-port must be 1..65535, not %q", s)
 			}
 			cfg.upstreamPort = s
+		}
+	case "namespace":
+		var ns string
+		if ns, err = one(); err == nil {
+			if !isLabel(ns) {
+				return c.Errf("namespace %q is not a namespace name", ns)
+			}
+			cfg.namespace = ns
+		}
+	case "dns-propagation":
+		var m string
+		if m, err = one(); err == nil {
+			switch m {
+			case mesh.DNSPropagationAuto, v1alpha1.DNSModeKubernetes, v1alpha1.DNSModeDNS, mesh.DNSPropagationNone:
+				cfg.propagation = m
+			default:
+				return c.Errf("dns-propagation must be auto, kubernetes, dns or none, not %q", m)
+			}
 		}
 	case "fallthrough":
 		k.Fall.SetZonesFromArgs(args)

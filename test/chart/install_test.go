@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
 
+	"github.com/kubelink/kubelink/api/synced"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -331,16 +332,24 @@ func checkRBAC(t *testing.T, ctx context.Context, e *testenv.Env, ex example) {
 			allow: []access{
 				{"get", klGroup, "kubelinks", "", "", ""}, {"list", klGroup, "kubelinks", "", "", ""}, {"watch", klGroup, "kubelinks", "", "", ""},
 				{"list", klGroup, "meshservices", "", "", ""}, {"watch", klGroup, "meshservices", "", "", ""},
+				// netd sync's service mirrors in the release namespace.
+				{"list", "discovery.k8s.io", "endpointslices", "", ns, ""}, {"watch", "discovery.k8s.io", "endpointslices", "", ns, ""},
 			},
 			deny: []access{
+				{"list", "discovery.k8s.io", "endpointslices", "", "", ""}, {"list", "discovery.k8s.io", "endpointslices", "", "default", ""},
+				{"create", "discovery.k8s.io", "endpointslices", "", ns, ""},
 				{"update", klGroup, "kubelinks", "status", "", ex.cluster}, {"update", klGroup, "kubelinks", "", "", ex.cluster},
 				{"create", "", "events", "", "default", ""}, {"get", "coordination.k8s.io", "leases", "", ns, "kubelink-broker"},
 				{"get", "", "secrets", "", ns, secret},
 			},
-			realOperation: func(t *testing.T, _ kubernetes.Interface, dyn dynamic.Interface) {
+			realOperation: func(t *testing.T, cs kubernetes.Interface, dyn dynamic.Interface) {
 				l, err := dyn.Resource(kubelinkGVR).List(ctx, metav1.ListOptions{})
 				if err != nil || len(l.Items) != 1+len(ex.links) {
 					t.Errorf("dns: listing KubeLinks: %v (%d items)", err, len(l.Items))
+				}
+				// What the plugin's informer does: the mirrors by label.
+				if _, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: synced.MirrorSelector}); err != nil {
+					t.Errorf("dns: listing the service mirrors: %v", err)
 				}
 			},
 		},

@@ -270,10 +270,11 @@ func checkDNS(t *testing.T, ex example, objs []*unstructured.Unstructured, notes
         link-address %s
         cluster-domain cluster.local
         local-dns %s
+        namespace %s
         ttl 5
         fallthrough
     }
-`, ex.cluster, ex.linkAddress, ex.dnsIP)
+`, ex.cluster, ex.linkAddress, ex.dnsIP, releaseNS)
 	if !strings.Contains(corefile, block) {
 		t.Errorf("Corefile lacks the kubelink block\n%s\ngot:\n%s", block, corefile)
 	}
@@ -481,8 +482,8 @@ func checkRBACRules(t *testing.T, ex example, objs []*unstructured.Unstructured)
 			}
 		}
 	}
-	if n != 5 {
-		t.Errorf("rendered %d roles, want 5 (ClusterRole per component, Role for broker and router)", n)
+	if n != 6 {
+		t.Errorf("rendered %d roles, want 6 (ClusterRole per component, Role for dns, broker and router)", n)
 	}
 }
 

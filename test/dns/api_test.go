@@ -130,10 +130,17 @@ func TestAPIServer(t *testing.T) {
 	store.put(t, local[0])
 	store.apply(t, "kubelink2", "100.64.16.0/20", "192.168.0.12/24", "Up")
 
+	// netd's namespace, where netd sync writes the service mirrors.
+	if _, err := e.Client().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: mirrorNamespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	port, ready := freePort(t), freePort(t)
-	kl := startCoreDNS(t, "kubelink", kubelinkCorefile(port, ready, remotePort, "kubeconfig "+e.Kubeconfig),
+	kl := startCoreDNS(t, "kubelink", kubelinkCorefile(port, ready, remotePort, "kubeconfig "+e.Kubeconfig+"\n        namespace "+mirrorNamespace),
 		fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", ready))
 	battery(t, kl, store, serviceIP, time.Second)
+	// The mirrors through the plugin's label-selected informer.
+	servicesBattery(t, kl, objAPI{ctx: ctx, dyn: e.Dynamic()}, serviceIP, time.Second)
 
 	t.Run("apiserver outage keeps the last state", func(t *testing.T) {
 		e.StopAPIServer()

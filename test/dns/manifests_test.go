@@ -76,6 +76,8 @@ func TestManifests(t *testing.T) {
 	kl := startCoreDNS(t, "kubelink", kubelinkCorefile(port, ready, remotePort, "manifests "+store.dir),
 		fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", ready))
 	battery(t, kl, store, "10.0.0.50", 2*time.Second)
+	// KubeLinks, MeshServices and service mirrors from the same directory.
+	servicesBattery(t, kl, objDir{store}, "10.0.0.50", 2*time.Second)
 
 	// The remote's UDP reply is truncated: kubelink asks again over TCP,
 	// and the client gets a correctly truncated UDP reply (TC set), then

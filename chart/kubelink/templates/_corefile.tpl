@@ -24,6 +24,7 @@
         {{- end }}
         cluster-domain {{ .Values.cluster.domain }}
         local-dns {{ include "kubelink.clusterDNSIP" . }}
+        namespace {{ .Release.Namespace }}
         ttl {{ .Values.dns.ttl }}
         {{- range .Values.dns.extraPluginOptions }}
         {{ . }}
