@@ -602,7 +602,14 @@ func TestMeshInABox(t *testing.T) {
 			return nil
 		}, k1)
 		t.Logf("kubelink2 Up again %s after the gateway restart", time.Since(restarted).Round(time.Millisecond))
-		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2")
+		// Up means a handshake; the data path of a restarted WireGuard peer
+		// may take longer (stale sessions on the other side). Measure it,
+		// with the tunnel counters of both ends while it does not work.
+		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, func(ctx context.Context) string {
+			a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8180/metrics")
+			b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8180/metrics")
+			return "kubelink1: " + linkMetrics(a, "kubelink2") + " | kubelink2: " + linkMetrics(b, "kubelink1")
+		})
 		expectURL(t, k1, "http://"+meshVIP+"/", "echo from kubelink2")
 	})
 
@@ -774,6 +781,44 @@ func expectURL(t *testing.T, c *Cluster, u, want string) {
 	if out := curl(t, c, u); !strings.Contains(out, want) {
 		t.Fatalf("curl %s from %s: %q, want %q", u, c.Name, out, want)
 	}
+}
+
+// recovered curls ip from c (single 2 s attempts) until the answer holds
+// want, at most within; it logs how long that took and, for every failed
+// attempt, what diag says (tunnel counters). It fails only if the data path
+// does not come back within.
+func recovered(t *testing.T, c *Cluster, ip, want string, within time.Duration, diag func(context.Context) string) {
+	t.Helper()
+	began := time.Now()
+	var fails []string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := c.Exec(ctx, "curl", "-sS", "--max-time", "2", "http://"+ip+"/")
+		if err == nil && strings.Contains(out, want) {
+			cancel()
+			if len(fails) > 0 {
+				t.Logf("data path to %s back after %s, %d failed attempts:\n  %s", ip, time.Since(began).Round(time.Millisecond), len(fails), strings.Join(fails, "\n  "))
+			}
+			return
+		}
+		fails = append(fails, fmt.Sprintf("%s: %v %s; %s", time.Since(began).Round(time.Millisecond), err, strings.TrimSpace(out), diag(ctx)))
+		cancel()
+		if time.Since(began) > within {
+			t.Fatalf("curl http://%s/ from %s: no answer within %s:\n  %s", ip, c.Name, within, strings.Join(fails, "\n  "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// linkMetrics picks a link's tunnel counters out of a broker's /metrics.
+func linkMetrics(metrics, link string) string {
+	var out []string
+	for _, l := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(l, "netd_link_") && strings.Contains(l, `link="`+link+`"`) {
+			out = append(out, strings.TrimPrefix(l, "netd_link_"))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // expectEcho fetches an echo Service by ClusterIP.
