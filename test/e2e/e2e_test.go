@@ -606,8 +606,8 @@ func TestMeshInABox(t *testing.T) {
 		// may take longer (stale sessions on the other side). Measure it,
 		// with the tunnel counters of both ends while it does not work.
 		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, func(ctx context.Context) string {
-			a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8180/metrics")
-			b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8180/metrics")
+			a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
+			b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
 			return "kubelink1: " + linkMetrics(a, "kubelink2") + " | kubelink2: " + linkMetrics(b, "kubelink1")
 		})
 		expectURL(t, k1, "http://"+meshVIP+"/", "echo from kubelink2")
