@@ -179,6 +179,7 @@ func checkCorefileServes(t *testing.T, ctx context.Context, e *testenv.Env, ex e
 		t.Fatalf("cluster DNS integration ConfigMap: %v", err)
 	}
 	stubAddr := runStub(t, stub.Data["kubelink.server"], ex.dnsService, addr)
+	checkNXDOMAIN(t, ctx, addr)
 	m := new(dns.Msg)
 	m.SetQuestion(strings.Join(reverse(strings.Split(strings.Split(ex.linkAddress, "/")[0], ".")), ".")+".in-addr.arpa.", dns.TypePTR)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
@@ -215,6 +216,19 @@ func checkCorefileServes(t *testing.T, ctx context.Context, e *testenv.Env, ex e
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
+	}
+}
+
+// checkNXDOMAIN: a name the mesh does not know is NXDOMAIN from the
+// plugin itself (authoritative), not passed on to the forward plugin, which
+// excludes the mesh domain and would answer SERVFAIL.
+func checkNXDOMAIN(t *testing.T, ctx context.Context, addr string) {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("nosuch.kubelink.", dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: 2 * time.Second}).ExchangeContext(ctx, m, addr)
+	if err != nil || r.Rcode != dns.RcodeNameError || !r.Authoritative {
+		t.Errorf("nosuch.kubelink A via the chart's Corefile: %v %v, want an authoritative NXDOMAIN", r, err)
 	}
 }
 

@@ -272,7 +272,6 @@ func checkDNS(t *testing.T, ex example, objs []*unstructured.Unstructured, notes
         local-dns %s
         namespace %s
         ttl 5
-        fallthrough
     }
 `, ex.cluster, ex.linkAddress, ex.dnsIP, releaseNS)
 	if !strings.Contains(corefile, block) {

@@ -29,7 +29,6 @@
         {{- range .Values.dns.extraPluginOptions }}
         {{ . }}
         {{- end }}
-        fallthrough
     }
     {{- if .Values.dns.forwardOthers }}
     # The cluster DNS forwards the mesh domain and reverse zone here: never
