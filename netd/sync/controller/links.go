@@ -271,7 +271,7 @@ func (c *Controller) wants(ctx context.Context) []*want {
 	})
 	for _, cl := range cls {
 		w := &want{name: cl.Name, kind: synced.KindClusterLink, object: cl.Namespace + "/" + cl.Name, clusterLink: cl,
-			mode: aggregate.AddressMode(c.cfg.ClusterLinkMode), filter: filter.New(global, &cl.Spec), disabled: !cl.Spec.IsEnabled(),
+			mode: aggregate.AddressMode(c.cfg.ClusterLinkMode), filter: filter.New(c.cfg.Namespace, global, &cl.Spec), disabled: !cl.Spec.IsEnabled(),
 			inline: cl.Spec.Kubeconfig != ""}
 		if other, ok := taken[w.name]; ok {
 			w.credErr = fmt.Sprintf("metadata.name: cluster name %q is already followed through %s; rename this ClusterLink", w.name, other)
@@ -294,7 +294,7 @@ func (c *Controller) wants(ctx context.Context) []*want {
 		}
 		k := kl
 		w := &want{name: kl.Name, kind: synced.KindKubeLink, object: kl.Name, link: kl.Name, kubeLink: &k,
-			mode: aggregate.AddressMode(c.cfg.KubeLinkMode), filter: filter.New(global, nil)}
+			mode: aggregate.AddressMode(c.cfg.KubeLinkMode), filter: filter.New(c.cfg.Namespace, global, nil)}
 		if other, ok := taken[w.name]; ok {
 			w.credErr = fmt.Sprintf("cluster name %q is already followed through %s", w.name, other)
 			_ = c.writeKubeLinkCondition(ctx, w)

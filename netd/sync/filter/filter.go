@@ -23,6 +23,10 @@ const (
 // Filter decides which remote Services of one cluster are read. The zero
 // Filter reads everything but kube-system and the kubernetes Service.
 type Filter struct {
+	// own is netd's namespace, never read: every member has its own
+	// kubelink Services there (the mesh DNS, the broker), and aggregating
+	// them would send one cluster's mesh DNS queries to another's.
+	own          string
 	global       map[string]bool
 	included     map[string]bool
 	excluded     map[string]bool
@@ -30,11 +34,11 @@ type Filter struct {
 	excludedName map[string]bool
 }
 
-// New builds the filter of a link: global is --included-namespaces
-// (empty: not given); spec is the ClusterLink's spec, nil for links without
-// filters (KubeLinks).
-func New(global []string, spec *svclinkv1alpha1.ClusterLinkSpec) Filter {
-	f := Filter{global: set(global)}
+// New builds the filter of a link: own is netd's namespace (never read),
+// global is --included-namespaces (empty: not given); spec is the
+// ClusterLink's spec, nil for links without filters (KubeLinks).
+func New(own string, global []string, spec *svclinkv1alpha1.ClusterLinkSpec) Filter {
+	f := Filter{own: own, global: set(global)}
 	if spec != nil {
 		f.included = set(spec.IncludedNamespaces)
 		f.excluded = set(spec.ExcludedNamespaces)
@@ -59,7 +63,7 @@ func set(l []string) map[string]bool {
 
 // Allows reports whether the remote Service namespace/name is read.
 func (f Filter) Allows(namespace, name string) bool {
-	if namespace == SystemNamespace || name == KubernetesService {
+	if namespace == SystemNamespace || name == KubernetesService || (f.own != "" && namespace == f.own) {
 		return false
 	}
 	if f.global != nil {
@@ -88,7 +92,7 @@ func (f Filter) String() string {
 		sort.Strings(l)
 		return k + "=" + strings.Join(l, ",")
 	}
-	return strings.Join([]string{part("global", f.global), part("included", f.included), part("excluded", f.excluded),
+	return strings.Join([]string{"own=" + f.own, part("global", f.global), part("included", f.included), part("excluded", f.excluded),
 		part("excludedServices", f.excludedSvcs), part("excludedServiceNames", f.excludedName)}, " ")
 }
 

@@ -35,21 +35,23 @@ func TestAllows(t *testing.T) {
 		{"global limits", []string{"other"}, spec, "default", "web", false},
 		{"global keeps service exclusions", []string{"production"}, spec, "production", "internal-api", false},
 		{"global keeps kube-system out", []string{"kube-system"}, nil, "kube-system", "web", false},
+		{"netd's own namespace never", nil, nil, "kubelink", "kubelink-dns", false},
+		{"netd's own namespace never, even included", []string{"kubelink"}, nil, "kubelink", "web", false},
 	}
 	for _, c := range cases {
-		if got := New(c.global, c.spec).Allows(c.ns, c.svc); got != c.want {
+		if got := New("kubelink", c.global, c.spec).Allows(c.ns, c.svc); got != c.want {
 			t.Errorf("%s: Allows(%s, %s) = %v, want %v", c.name, c.ns, c.svc, got, c.want)
 		}
 	}
 }
 
 func TestStringAndParse(t *testing.T) {
-	a := New([]string{"b", "a"}, &svclinkv1alpha1.ClusterLinkSpec{ExcludedServiceNames: []string{"x"}})
-	b := New(ParseList(" a, b,,"), &svclinkv1alpha1.ClusterLinkSpec{ExcludedServiceNames: []string{"x"}})
+	a := New("", []string{"b", "a"}, &svclinkv1alpha1.ClusterLinkSpec{ExcludedServiceNames: []string{"x"}})
+	b := New("", ParseList(" a, b,,"), &svclinkv1alpha1.ClusterLinkSpec{ExcludedServiceNames: []string{"x"}})
 	if a.String() != b.String() {
 		t.Fatalf("equal filters differ: %q vs %q", a, b)
 	}
-	if c := New(nil, nil); c.String() == a.String() {
+	if c := New("", nil, nil); c.String() == a.String() {
 		t.Fatalf("different filters compare equal: %q", c)
 	}
 }
