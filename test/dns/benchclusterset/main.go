@@ -1,0 +1,443 @@
+// Command benchclusterset measures the CPU cost per query of clusterset.local
+// answered by CoreDNS's kubernetes plugin with the `multicluster` option
+// (issue #14 item 3) against the hosts plugin serving the same names with
+// the same addresses, in one run, the way benchdns measures the kubelink
+// plugin:
+//
+//   - a real etcd + kube-apiserver (bin/testenv) holds -services
+//     ClusterSetIP ServiceImports (dual-stack spec.ips, MCS slices from 3
+//     clusters) and as many headless ones (2 ready endpoints with
+//     hostnames per cluster), labelled as netd sync labels them;
+//   - one bin/coredns serves clusterset.local twice on separate ports:
+//     the kubernetes block as the chart is to render it, and a hosts
+//     block whose hosts file lists every name the queries ask with the
+//     same addresses (hosts is the in-memory baseline a plugin-side
+//     implementation would at best reach);
+//   - the answers of both are compared first; then dnsperf drives each at
+//     the same fixed rate in ABBA rounds and the CPU time of the process
+//     (utime+stime from /proc/PID/stat) per completed query is compared.
+//
+// The queries: <svc> A and AAAA (ClusterSetIP: spec.ips), <headless> A (6
+// endpoint IPs) and <hostname>.<cluster>.<headless> A. The last line is
+// "dns ratios: clusterset/hosts=X".
+//
+//	make testenv coredns && go run ./test/dns/benchclusterset -coredns bin/coredns
+//
+// BenchmarkClustersetServeDNS (test/dns) measures the same per query kind
+// in process, without sockets.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/test/testenv"
+)
+
+func main() {
+	coredns := flag.String("coredns", "bin/coredns", "CoreDNS binary of the custom build")
+	services := flag.Int("services", 100, "ClusterSetIP imports, and as many headless ones")
+	seconds := flag.Int("seconds", 3, "duration of one dnsperf run")
+	rounds := flag.Int("rounds", 8, "rounds (kubernetes and hosts in ABBA order)")
+	qps := flag.Int("qps", 8000, "query rate of every run")
+	flag.Parse()
+	if err := run(*coredns, *services, *seconds, *rounds, *qps); err != nil {
+		fmt.Fprintln(os.Stderr, "benchclusterset:", err)
+		os.Exit(1)
+	}
+}
+
+const (
+	ns   = "bench"
+	zone = "svc.clusterset.local"
+)
+
+var clusters = []string{"west", "east", "north"}
+
+type setup struct {
+	name   string
+	port   int
+	cpu    []float64
+	qpsAll []float64
+}
+
+func run(coredns string, services, seconds, rounds, qps int) error {
+	coredns, err := filepath.Abs(coredns)
+	if err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		return errors.New("dnsperf not found (Debian package dnsperf)")
+	}
+	for _, b := range []string{"etcd", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(testenv.BinDir(), b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run `make testenv`", b, testenv.BinDir())
+		}
+	}
+	dir, err := os.MkdirTemp("", "kubelink-benchclusterset-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	e, err := testenv.New(filepath.Join(dir, "env"), testenv.Options{})
+	defer e.Stop()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := e.InstallCRDs(ctx, testenv.CRDDir()); err != nil {
+		return err
+	}
+	began := time.Now()
+	hosts, queries, err := load(ctx, e, services)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%d ServiceImports and %d MCS EndpointSlices written in %v\n",
+		2*services, 2*services*len(clusters), time.Since(began).Round(time.Millisecond))
+
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	k8sPort, hostsPort := ports[0], ports[1]
+	files := map[string]string{
+		"hosts":       hosts,
+		"queries.txt": queries,
+		"Corefile": fmt.Sprintf(`clusterset.local.:%[1]d {
+    bind 127.0.0.1
+    kubernetes clusterset.local {
+        kubeconfig %[3]s
+        multicluster clusterset.local
+        noendpoints
+        ttl 5
+    }
+}
+clusterset.local.:%[2]d {
+    bind 127.0.0.1
+    hosts %[4]s {
+        ttl 5
+        no_reverse
+        reload 0
+    }
+}
+`, k8sPort, hostsPort, e.Kubeconfig, filepath.Join(dir, "hosts")),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	subject, err := start(ctx, coredns, filepath.Join(dir, "Corefile"), filepath.Join(dir, "coredns.log"))
+	if err != nil {
+		return err
+	}
+	defer stop(subject)
+	for _, p := range ports {
+		if err := waitDNS(p); err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, "coredns.log"))
+			return fmt.Errorf("%w\n%s", err, b)
+		}
+	}
+	if err := sameAnswers(k8sPort, hostsPort, queries); err != nil {
+		return err
+	}
+	fmt.Printf("both blocks give the same addresses for all %d query names\n", strings.Count(queries, "\n"))
+
+	k8s := &setup{name: "kubernetes multicluster", port: k8sPort}
+	base := &setup{name: "hosts", port: hostsPort}
+	qfile := filepath.Join(dir, "queries.txt")
+	for _, s := range []*setup{k8s, base} {
+		if _, _, _, err := measure(subject.Process.Pid, s, qfile, qps, 1); err != nil {
+			return err
+		}
+	}
+	var ratios []float64
+	for r := 0; r < rounds; r++ {
+		order := []*setup{k8s, base}
+		if r%2 == 1 {
+			order = []*setup{base, k8s}
+		}
+		for _, s := range order {
+			cpu, got, n, err := measure(subject.Process.Pid, s, qfile, qps, seconds)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("round %d %-24s %8d queries %9.0f qps %8.2f us CPU/query\n", r+1, s.name, n, got, cpu)
+			s.cpu = append(s.cpu, cpu)
+			s.qpsAll = append(s.qpsAll, got)
+		}
+		ratios = append(ratios, k8s.cpu[r]/base.cpu[r])
+	}
+	fmt.Println()
+	fmt.Printf("%-24s %10s %16s   (medians of %d rounds of %ds, %d+%d imports)\n", "setup", "qps", "us CPU/query", rounds, seconds, services, services)
+	for _, s := range []*setup{k8s, base} {
+		fmt.Printf("%-24s %10.0f %16.2f\n", s.name, median(s.qpsAll), median(s.cpu))
+	}
+	sorted := append([]float64(nil), ratios...)
+	sort.Float64s(sorted)
+	fmt.Printf("per-round ratios: min %.3f max %.3f\n", sorted[0], sorted[len(sorted)-1])
+	fmt.Printf("dns ratios: clusterset/hosts=%.3f\n", median(ratios))
+	return nil
+}
+
+// load writes the imports and their MCS slices and returns the hosts file
+// with the same names and the dnsperf query file.
+func load(ctx context.Context, e *testenv.Env, services int) (string, string, error) {
+	c := e.Client()
+	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return "", "", err
+	}
+	imports := e.Dynamic().Resource(mcsv1a1.SchemeGroupVersion.WithResource("serviceimports")).Namespace(ns)
+	var hosts, queries strings.Builder
+	for i := 0; i < services; i++ {
+		web, db := fmt.Sprintf("web-%03d", i), fmt.Sprintf("db-%03d", i)
+		v4 := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1)
+		v6 := fmt.Sprintf("fd00::%x", i+1)
+		for _, imp := range []struct {
+			name string
+			typ  mcsv1a1.ServiceImportType
+			ips  []string
+			port string
+		}{{web, mcsv1a1.ClusterSetIP, []string{v4, v6}, "http"}, {db, mcsv1a1.Headless, nil, "pg"}} {
+			o := &mcsv1a1.ServiceImport{
+				TypeMeta:   metav1.TypeMeta{APIVersion: mcsv1a1.SchemeGroupVersion.String(), Kind: "ServiceImport"},
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imp.name},
+				Spec: mcsv1a1.ServiceImportSpec{Type: imp.typ, IPs: imp.ips,
+					Ports: []mcsv1a1.ServicePort{{Name: imp.port, Protocol: corev1.ProtocolTCP, Port: 80}}},
+			}
+			m, err := kruntime.DefaultUnstructuredConverter.ToUnstructured(o)
+			if err != nil {
+				return "", "", err
+			}
+			created, err := imports.Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{})
+			if err != nil {
+				return "", "", fmt.Errorf("creating ServiceImport %s: %w", imp.name, err)
+			}
+			for ci, cl := range clusters {
+				s := &discoveryv1.EndpointSlice{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imp.name + "-" + cl,
+						Labels: mcs.SliceLabels(imp.name, cl, ""),
+						OwnerReferences: []metav1.OwnerReference{{APIVersion: mcsv1a1.SchemeGroupVersion.String(),
+							Kind: "ServiceImport", Name: imp.name, UID: created.GetUID(), Controller: ptr.To(true)}}},
+					AddressType: discoveryv1.AddressTypeIPv4,
+					Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(imp.port), Port: ptr.To(int32(8080)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+				}
+				for k := 0; k < 2; k++ {
+					ip := fmt.Sprintf("10.%d.%d.%d", 10+ci, i/120, (i%120)*2+k+1)
+					ep := discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}
+					if imp.typ == mcsv1a1.Headless {
+						h := fmt.Sprintf("pod-%d", k)
+						ep.Hostname = ptr.To(h)
+						fmt.Fprintf(&hosts, "%s %s.%s.%s\n", ip, db, ns, zone)
+						fmt.Fprintf(&hosts, "%s %s.%s.%s.%s.%s\n", ip, h, cl, db, ns, zone)
+					}
+					s.Endpoints = append(s.Endpoints, ep)
+				}
+				if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+					return "", "", fmt.Errorf("creating EndpointSlice %s: %w", s.Name, err)
+				}
+			}
+		}
+		fmt.Fprintf(&hosts, "%s %s.%s.%s\n%s %s.%s.%s\n", v4, web, ns, zone, v6, web, ns, zone)
+		fmt.Fprintf(&queries, "%s.%s.%s A\n%s.%s.%s AAAA\n%s.%s.%s A\npod-%d.%s.%s.%s.%s A\n",
+			web, ns, zone, web, ns, zone, db, ns, zone, i%2, clusters[i%len(clusters)], db, ns, zone)
+	}
+	return hosts.String(), queries.String(), nil
+}
+
+// sameAnswers checks that both blocks answer every query with the same
+// rcode and addresses.
+func sameAnswers(a, b int, queries string) error {
+	cl := &dns.Client{Timeout: 2 * time.Second}
+	ask := func(port int, name string, t uint16) (string, error) {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), t)
+		r, _, err := cl.Exchange(m, "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			return "", err
+		}
+		var addrs []string
+		for _, rr := range r.Answer {
+			switch v := rr.(type) {
+			case *dns.A:
+				addrs = append(addrs, v.A.String())
+			case *dns.AAAA:
+				addrs = append(addrs, v.AAAA.String())
+			}
+		}
+		sort.Strings(addrs)
+		return dns.RcodeToString[r.Rcode] + " " + strings.Join(addrs, ","), nil
+	}
+	for _, l := range strings.Split(strings.TrimSpace(queries), "\n") {
+		f := strings.Fields(l)
+		t := dns.StringToType[f[1]]
+		// The kubernetes block answers once its informers synced.
+		var ka string
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			ka, err = ask(a, f[0], t)
+			if err == nil && strings.HasPrefix(ka, "NOERROR ") && len(ka) > len("NOERROR ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: kubernetes block answers %q (%v)", l, ka, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		ha, err := ask(b, f[0], t)
+		if err != nil {
+			return err
+		}
+		if ka != ha {
+			return fmt.Errorf("%s: kubernetes %q, hosts %q", l, ka, ha)
+		}
+	}
+	return nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+var (
+	completedRE = regexp.MustCompile(`Queries completed:\s+(\d+)`)
+	qpsRE       = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
+	lostRE      = regexp.MustCompile(`Queries lost:\s+(\d+)`)
+)
+
+// measure runs dnsperf against one setup and returns the process's CPU
+// microseconds per completed query, the achieved rate and the count.
+func measure(pid int, s *setup, queries string, qps, seconds int) (float64, float64, int, error) {
+	before, err := cpuTicks(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	out, err := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(s.port), "-d", queries,
+		"-l", strconv.Itoa(seconds), "-Q", strconv.Itoa(qps), "-c", "4", "-t", "2").CombinedOutput()
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("dnsperf %s: %w\n%s", s.name, err, out)
+	}
+	after, err := cpuTicks(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	m, q := completedRE.FindSubmatch(out), qpsRE.FindSubmatch(out)
+	if m == nil || q == nil {
+		return 0, 0, 0, fmt.Errorf("unexpected dnsperf output:\n%s", out)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	got, _ := strconv.ParseFloat(string(q[1]), 64)
+	if l := lostRE.FindSubmatch(out); l != nil && string(l[1]) != "0" {
+		fmt.Printf("  (%s: %s queries lost)\n", s.name, l[1])
+	}
+	if n == 0 {
+		return 0, 0, 0, fmt.Errorf("dnsperf %s: no query completed:\n%s", s.name, out)
+	}
+	return float64(after-before) / clockTicks * 1e6 / float64(n), got, n, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
+	}
+	return u + st, nil
+}
+
+func start(ctx context.Context, bin, conf, logPath string) (*exec.Cmd, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin, "-conf", conf, "-quiet")
+	cmd.Dir = filepath.Dir(conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	return cmd, nil
+}
+
+func stop(cmd *exec.Cmd) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	_ = cmd.Wait()
+}
+
+func freePorts(n int) ([]int, error) {
+	var out []int
+	var hold []net.PacketConn
+	defer func() {
+		for _, h := range hold {
+			h.Close()
+		}
+	}()
+	for len(out) < n {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		hold = append(hold, c)
+		p := c.LocalAddr().(*net.UDPAddr).Port
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
+			l.Close()
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func waitDNS(port int) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("no DNS server on port %d after 60s", port)
+}
