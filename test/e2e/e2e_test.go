@@ -605,17 +605,13 @@ func TestMeshInABox(t *testing.T) {
 		// Up means a handshake; the data path of a restarted WireGuard peer
 		// may take longer (stale sessions on the other side). Measure it,
 		// with the tunnel counters of both ends while it does not work.
-		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, func(ctx context.Context) string {
-			a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
-			b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
-			return "kubelink1: " + linkMetrics(a, "kubelink2") + " | kubelink2: " + linkMetrics(b, "kubelink1")
-		})
+		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2))
 		expectURL(t, k1, "http://"+meshVIP+"/", "echo from kubelink2")
 	})
 
 	m.Step("f: kubelink1's apiserver is down", func() {
 		k1.Env.StopAPIServer()
-		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2")
+		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2))
 		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3")
 		if out := dig(t, k1, k1.Value("dns.serviceIP"), "echo.default.svc.kubelink2.kubelink", "A"); !strings.Contains(out, echo["kubelink2"]) {
 			t.Fatalf("DNS broke without the apiserver:\n%s", out)
@@ -807,6 +803,16 @@ func recovered(t *testing.T, c *Cluster, ip, want string, within time.Duration, 
 			t.Fatalf("curl http://%s/ from %s: no answer within %s:\n  %s", ip, c.Name, within, strings.Join(fails, "\n  "))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// tunnelDiag reports the tunnel counters of kubelink1's link to kubelink2
+// and back, from both brokers' /metrics.
+func tunnelDiag(k1, k2 *Cluster) func(context.Context) string {
+	return func(ctx context.Context) string {
+		a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
+		b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
+		return "kubelink1: " + linkMetrics(a, "kubelink2") + " | kubelink2: " + linkMetrics(b, "kubelink1")
 	}
 }
 
