@@ -125,6 +125,8 @@ func syncFlow(t *testing.T, tm *testMesh) {
 		t.Logf("kubelink1: kubectl get endpointslices -A -l %s\n%s", synced.CleanupSelector, out)
 	}
 
+	kubernetesModeDNS(t, k1, r, remoteIP)
+
 	// kubelink3's gateway dies: kubelink1's link leaves Up, the synced
 	// endpoint turns not ready and curl is refused — all within the Down
 	// window (3 keepalives) after the death.
@@ -184,6 +186,45 @@ func syncFlow(t *testing.T, tm *testMesh) {
 		}
 		return nil
 	}, k1)
+}
+
+// kubernetesModeDNS: with remote's services followed (apiAccess), names
+// below remote in the mesh domain are answered from memory (netd sync's
+// service mirrors; the link's default DNS mode is kubernetes), from a pod
+// on a worker of from through its cluster DNS. Proof that no query goes to
+// remote's DNS: with remote's cluster DNS stopped, the name still resolves
+// and an unknown one is an immediate NXDOMAIN.
+func kubernetesModeDNS(t *testing.T, from, remote *Cluster, remoteIP string) {
+	t.Helper()
+	name := "echo.default.svc." + remote.Name + ".kubelink"
+	dig := func(name string) (string, time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		q := time.Now()
+		out, err := from.ExecPod(ctx, "client", "dig", "+tries=1", "+time=3", name, "A")
+		return out, time.Since(q), err
+	}
+	waitFor(t, 30*time.Second, func() error {
+		out, _, err := dig(name)
+		if err != nil || !strings.Contains(out, "status: NOERROR") || !strings.Contains(out, remoteIP) {
+			return fmt.Errorf("dig %s from %s's client pod: %v\n%s", name, from.Name, err, out)
+		}
+		return nil
+	}, from)
+	remote.StopWorkload("coredns", syscall.SIGKILL)
+	stopped := time.Now()
+	out, took, err := dig(name)
+	if err != nil || !strings.Contains(out, "status: NOERROR") || !strings.Contains(out, remoteIP) {
+		t.Fatalf("%s's cluster DNS stopped: dig %s from %s's client pod (kubernetes mode, answered from memory): %v\n%s", remote.Name, name, from.Name, err, out)
+	}
+	unknown := "nosuch.default.svc." + remote.Name + ".kubelink"
+	nx, nxTook, err := dig(unknown)
+	if err != nil || !strings.Contains(nx, "status: NXDOMAIN") || nxTook > 2*time.Second {
+		t.Fatalf("dig %s (kubernetes mode: an authoritative NXDOMAIN at once) took %s: %v\n%s", unknown, nxTook, err, nx)
+	}
+	remote.StartWorkload("Deployment", "kube-system", "coredns")
+	t.Logf("kubernetes mode: %s's cluster DNS stopped, %s from %s's client pod still %s (in %s), %s NXDOMAIN in %s; %s's DNS back after %s",
+		remote.Name, name, from.Name, remoteIP, took.Round(time.Millisecond), unknown, nxTook.Round(time.Millisecond), remote.Name, time.Since(stopped).Round(time.Millisecond))
 }
 
 // downWindow is how long a silent peer stays Up: 3 keepalive intervals
