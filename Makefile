@@ -46,18 +46,26 @@ build: coredns
 
 DNS_RUN_ADDR ?= 127.0.0.1
 DNS_RUN_PORT ?= 1053
+# The stand-ins for the cluster DNS servers the plugin asks (127.0.0.11,
+# 127.0.0.12 and 127.0.0.100: server blocks of the same CoreDNS process)
+# listen on this port.
+DNS_RUN_STANDIN_PORT ?= 1054
 
+# `make run` prints the dig commands of examples/run/digs.txt with their
+# expected answers (the README's quick start lists the same; test/dns
+# TestMakeRun runs `make run` and checks every answer), then runs CoreDNS in
+# the foreground.
 .PHONY: run
-run: coredns ## serve the example mesh (examples/manifests) on 127.0.0.1:1053, no cluster needed
-	@echo "serving the example mesh from examples/manifests on $(DNS_RUN_ADDR):$(DNS_RUN_PORT); try:"
-	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) kubelink SOA +norec"
-	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) kubelink2.kubelink A +norec"
-	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) kubelink1.kubelink A +norec"
-	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) -x 192.168.0.12 +norec"
-	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) nginx.default.svc.kubelink3.kubelink A +norec   # kubelink3 is Down: SERVFAIL + EDE 22 at once"
-	@echo "  dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) nosuch.kubelink A +norec                          # unknown cluster: NXDOMAIN with the mesh SOA"
-	@echo "  (names below kubelink2 are forwarded to its cluster DNS 100.64.16.10, reachable only inside the mesh)"
-	cd examples/manifests && DNS_RUN_ADDR=$(DNS_RUN_ADDR) DNS_RUN_PORT=$(DNS_RUN_PORT) $(BIN)/coredns -conf ../../coredns-build/Corefile.example
+run: coredns ## serve the example mesh (examples/run) on 127.0.0.1:1053 offline, print dig commands and their answers
+	@echo "serving the example mesh of examples/run on $(DNS_RUN_ADDR):$(DNS_RUN_PORT), its cluster DNS stand-ins on 127.0.0.11, .12 and .100:$(DNS_RUN_STANDIN_PORT); try:"
+	@awk -v dig="dig @$(DNS_RUN_ADDR) -p $(DNS_RUN_PORT) +norec" ' \
+		/^;/ || !NF { next } \
+		/^#/ { print ""; print; next } \
+		{ i = index($$0, " | "); if (!i) { print FILENAME ":" FNR ": no \" | \"" > "/dev/stderr"; exit 1 } \
+		  printf "%-77s # %s\n", dig " " substr($$0, 1, i - 1), substr($$0, i + 3) }' examples/run/digs.txt
+	@echo
+	cd examples/run && DNS_RUN_ADDR=$(DNS_RUN_ADDR) DNS_RUN_PORT=$(DNS_RUN_PORT) DNS_RUN_STANDIN_PORT=$(DNS_RUN_STANDIN_PORT) \
+		$(BIN)/coredns -conf ../../coredns-build/Corefile.example
 
 .PHONY: bench-dns
 bench-dns: coredns ## dnsperf: CPU per query of kubelink vs hosts and vs rewrite+forward (not part of make test)
