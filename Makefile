@@ -68,8 +68,8 @@ run: coredns ## serve the example mesh (examples/run) on 127.0.0.1:1053 offline,
 		$(BIN)/coredns -conf ../../coredns-build/Corefile.example
 
 .PHONY: bench-dns
-bench-dns: coredns ## dnsperf: CPU per query of kubelink vs hosts and vs rewrite+forward (not part of make test)
-	$(GO) run ./test/dns/benchdns -coredns $(BIN)/coredns
+bench-dns: coredns testenv ## dnsperf: CPU per query of kubelink vs hosts, rewrite+forward and the kubernetes plugin (BENCH_DNS_ARGS, e.g. -services 1000; not part of make test)
+	$(GO) run ./test/dns/benchdns -coredns $(BIN)/coredns $(BENCH_DNS_ARGS)
 
 FUZZ_DNS_TIME ?= 5m
 

@@ -5,16 +5,30 @@
 //	    vs the hosts plugin serving the same names;
 //	(b) kubelink's per-cluster forwarding vs the original kubelink's
 //	    generated chain (rewrite name regex ... answer name ... + forward)
-//	    to the same upstream CoreDNS.
+//	    to the same upstream CoreDNS;
+//	(c) kubelink's cached per-cluster answers (kubernetes mode:
+//	    <svc>.<ns>.svc.<cluster>.<mesh> A out of netd sync's service
+//	    mirrors, -services per cluster, three clusters) vs hosts serving
+//	    the same names with the same addresses;
+//	(d) the same answers of one cluster (A, and SRV of the named port for
+//	    every 4th Service) vs CoreDNS's kubernetes plugin serving as many
+//	    Services (the same names below cluster.local, the same ClusterIPs
+//	    and ports) from a real kube-apiserver (bin/testenv);
+//	(e) kubelink's global names (<svc>.<ns>.svc.global.<mesh> A, the union
+//	    of three clusters' addresses) vs hosts serving the same names with
+//	    the same three addresses.
 //
-// One CoreDNS process serves all four setups on separate ports; dnsperf
-// drives each at the same fixed rate in alternating rounds, and the CPU
-// time (utime+stime from /proc/PID/stat) the process spent per query is
+// One CoreDNS process serves all setups on separate ports, kubelink from a
+// manifests directory (KubeLinks and the mirrors as netd sync writes
+// them). Before measuring, every query of (c), (d) and (e) is asked of both
+// sides and must get the same rcode and addresses. dnsperf drives each
+// setup at the same fixed rate in alternating rounds, and the CPU time
+// (utime+stime from /proc/PID/stat) the process spent per query is
 // compared. Each round runs kubelink and its baseline back to back (in
 // ABBA order) and yields one ratio; the median ratio over the rounds is
 // reported, which is robust against other load on the machine. The last
 // line is
-// "dns ratios: local/hosts=X forward/rewrite-forward=Y".
+// "dns ratios: local/hosts=A forward/rewrite-forward=B cached/hosts=C cached/kubernetes=D global/hosts=E".
 package main
 
 import (
@@ -33,16 +47,23 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubelink/kubelink/test/testenv"
 )
 
 func main() {
 	coredns := flag.String("coredns", "bin/coredns", "CoreDNS binary with the kubelink plugin")
 	seconds := flag.Int("seconds", 3, "duration of one dnsperf run")
 	rounds := flag.Int("rounds", 8, "rounds per comparison (kubelink and baseline in ABBA order)")
-	localQPS := flag.Int("local-qps", 8000, "query rate of the local-answer runs")
+	localQPS := flag.Int("local-qps", 8000, "query rate of the runs answered from memory (local, cached, kubernetes, global)")
 	fwdQPS := flag.Int("forward-qps", 4000, "query rate of the forwarding runs")
+	services := flag.Int("services", 1000, "Services per followed cluster (mirrors) and in the apiserver (kubernetes plugin)")
 	flag.Parse()
-	if err := run(*coredns, *seconds, *rounds, *localQPS, *fwdQPS); err != nil {
+	if *services < 1 || *services > maxServices {
+		fmt.Fprintf(os.Stderr, "benchdns: -services must be within 1..%d\n", maxServices)
+		os.Exit(2)
+	}
+	if err := run(*coredns, *seconds, *rounds, *localQPS, *fwdQPS, *services); err != nil {
 		fmt.Fprintln(os.Stderr, "benchdns:", err)
 		os.Exit(1)
 	}
@@ -58,13 +79,18 @@ type setup struct {
 	qpsAll []float64
 }
 
-func run(coredns string, seconds, rounds, localQPS, fwdQPS int) error {
+func run(coredns string, seconds, rounds, localQPS, fwdQPS, services int) error {
 	coredns, err := filepath.Abs(coredns)
 	if err != nil {
 		return err
 	}
 	if _, err := exec.LookPath("dnsperf"); err != nil {
 		return errors.New("dnsperf not found (Debian package dnsperf)")
+	}
+	for _, b := range []string{"etcd", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(testenv.BinDir(), b)); err != nil {
+			return fmt.Errorf("%s not found in %s: run `make testenv`", b, testenv.BinDir())
+		}
 	}
 	dir, err := os.MkdirTemp("", "kubelink-benchdns-")
 	if err != nil {
@@ -75,7 +101,27 @@ func run(coredns string, seconds, rounds, localQPS, fwdQPS int) error {
 	if err != nil {
 		return err
 	}
-	upPort, klPort, hostsPort, rwPort := ports[0], ports[1], ports[2], ports[3]
+	upPort, klPort, hostsPort, rwPort, meshHostsPort, k8sPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5]
+
+	// The kubernetes plugin's Services, in a real apiserver.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	env, err := testenv.New(filepath.Join(dir, "env"), testenv.Options{ServiceCIDR: k8sServiceCIDR})
+	if env != nil {
+		defer env.Stop()
+	}
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	if err := createServices(ctx, env, services); err != nil {
+		return err
+	}
+	fmt.Printf("%d Services written to the apiserver in %v\n", services, time.Since(began).Round(time.Millisecond))
+	mem, err := memoryData(services)
+	if err != nil {
+		return err
+	}
 
 	files := map[string]string{
 		"cluster.local.zone": `$ORIGIN cluster.local.
@@ -102,15 +148,23 @@ kind: KubeLink
 metadata: {name: kubelink3}
 spec: {cidr: 100.64.32.0/20, clusterAddress: 192.168.0.13/24, endpoint: gw3.example.com, dns: {dnsIP: 127.0.0.1}}
 status: {state: Up}
-`,
-		"local.txt":   "kubelink2.kubelink A\nkubelink3.kubelink A\n12.0.168.192.in-addr.arpa PTR\n13.0.168.192.in-addr.arpa PTR\n",
-		"forward.txt": "web.demo.svc.kubelink2.kubelink A\napi.demo.svc.kubelink2.kubelink A\n_http._tcp.web.demo.svc.kubelink2.kubelink SRV\n",
+` + mem.links,
+		"manifests/mirrors.json": string(mem.mirrors),
+		"mesh.hosts":             mem.hosts,
+		"cached.txt":             mem.cached,
+		"east.txt":               mem.east,
+		"k8s.txt":                mem.k8s,
+		"global.txt":             mem.global,
+		"local.txt":              "kubelink2.kubelink A\nkubelink3.kubelink A\n12.0.168.192.in-addr.arpa PTR\n13.0.168.192.in-addr.arpa PTR\n",
+		"forward.txt":            "web.demo.svc.kubelink2.kubelink A\napi.demo.svc.kubelink2.kubelink A\n_http._tcp.web.demo.svc.kubelink2.kubelink SRV\n",
 	}
-	// The subject: kubelink, hosts, and the original kubelink chain.
+	// The subject: kubelink, hosts, the original kubelink chain, hosts with
+	// the cached and global names, and the kubernetes plugin.
 	files["Corefile"] = fmt.Sprintf(`.:%[1]d {
     bind 127.0.0.1
     kubelink {
         manifests %[5]s
+        namespace %[10]s
         upstream-port %[4]d
     }
 }
@@ -127,7 +181,22 @@ kubelink2.kubelink.:%[3]d {
     rewrite stop name regex (.*)\.kubelink2\.kubelink\.$ {1}.cluster.local. answer name (.*)\.cluster\.local\.$ {1}.kubelink2.kubelink.
     forward . 127.0.0.1:%[4]d
 }
-`, klPort, hostsPort, rwPort, upPort, filepath.Join(dir, "manifests"))
+kubelink.:%[6]d {
+    bind 127.0.0.1
+    hosts %[7]s {
+        ttl 5
+        reload 0
+    }
+}
+cluster.local.:%[8]d {
+    bind 127.0.0.1
+    kubernetes cluster.local {
+        kubeconfig %[9]s
+        ttl 5
+    }
+}
+`, klPort, hostsPort, rwPort, upPort, filepath.Join(dir, "manifests"),
+		meshHostsPort, filepath.Join(dir, "mesh.hosts"), k8sPort, env.Kubeconfig, mirrorNamespace)
 	files["Corefile.upstream"] = fmt.Sprintf(`cluster.local.:%d {
     bind 127.0.0.1
     file %s
@@ -143,8 +212,6 @@ kubelink2.kubelink.:%[3]d {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	up, err := start(ctx, coredns, filepath.Join(dir, "Corefile.upstream"), filepath.Join(dir, "upstream.log"))
 	if err != nil {
 		return err
@@ -155,7 +222,7 @@ kubelink2.kubelink.:%[3]d {
 		return err
 	}
 	defer stop(subject)
-	for _, p := range []int{upPort, klPort, hostsPort, rwPort} {
+	for _, p := range []int{upPort, klPort, hostsPort, rwPort, meshHostsPort, k8sPort} {
 		if err := waitDNS(p); err != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "subject.log"))
 			return fmt.Errorf("%w\n%s", err, b)
@@ -166,48 +233,87 @@ kubelink2.kubelink.:%[3]d {
 		return err
 	}
 
-	local := []*setup{
-		{name: "kubelink local", port: klPort, queries: filepath.Join(dir, "local.txt"), qps: localQPS},
-		{name: "hosts", port: hostsPort, queries: filepath.Join(dir, "local.txt"), qps: localQPS},
+	q := func(name string) string { return filepath.Join(dir, name) }
+	groups := []*group{
+		{ratio: "local/hosts",
+			a: &setup{name: "kubelink local", port: klPort, queries: q("local.txt"), qps: localQPS},
+			b: &setup{name: "hosts", port: hostsPort, queries: q("local.txt"), qps: localQPS}},
+		{ratio: "forward/rewrite-forward",
+			a: &setup{name: "kubelink forward", port: klPort, queries: q("forward.txt"), qps: fwdQPS},
+			b: &setup{name: "rewrite+forward", port: rwPort, queries: q("forward.txt"), qps: fwdQPS}},
+		{ratio: "cached/hosts",
+			a: &setup{name: "kubelink cached", port: klPort, queries: q("cached.txt"), qps: localQPS},
+			b: &setup{name: "hosts cached", port: meshHostsPort, queries: q("cached.txt"), qps: localQPS}},
+		{ratio: "cached/kubernetes",
+			a: &setup{name: "kubelink cached east", port: klPort, queries: q("east.txt"), qps: localQPS},
+			b: &setup{name: "kubernetes", port: k8sPort, queries: q("k8s.txt"), qps: localQPS}},
+		{ratio: "global/hosts",
+			a: &setup{name: "kubelink global", port: klPort, queries: q("global.txt"), qps: localQPS},
+			b: &setup{name: "hosts global", port: meshHostsPort, queries: q("global.txt"), qps: localQPS}},
 	}
-	fwd := []*setup{
-		{name: "kubelink forward", port: klPort, queries: filepath.Join(dir, "forward.txt"), qps: fwdQPS},
-		{name: "rewrite+forward", port: rwPort, queries: filepath.Join(dir, "forward.txt"), qps: fwdQPS},
+	// Both sides of the answers from memory answer alike, every name.
+	for _, g := range groups[2:] {
+		qa, _ := os.ReadFile(g.a.queries)
+		qb, _ := os.ReadFile(g.b.queries)
+		if err := sameAnswers(g.a, g.b, string(qa), string(qb)); err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, "subject.log"))
+			return fmt.Errorf("%s: %w\n%s", g.ratio, err, b)
+		}
+		fmt.Printf("%s and %s give the same answers to all %d queries\n", g.a.name, g.b.name, strings.Count(string(qa), "\n"))
 	}
 	// Warm up (connection pools, caches, JIT-free but page-faulting).
-	for _, s := range append(append([]*setup{}, local...), fwd...) {
-		if _, _, _, err := measure(subject.Process.Pid, s, 1); err != nil {
-			return err
+	for _, g := range groups {
+		for _, s := range []*setup{g.a, g.b} {
+			if _, _, _, err := measure(subject.Process.Pid, s, 1); err != nil {
+				return err
+			}
 		}
 	}
-	ratios := make([][]float64, 2)
 	for r := 0; r < rounds; r++ {
-		for gi, group := range [][]*setup{local, fwd} {
+		for _, g := range groups {
 			// ABBA order cancels slow drifts of the machine's load; each
 			// round gives one kubelink/baseline ratio.
-			order := group
+			order := []*setup{g.a, g.b}
 			if r%2 == 1 {
-				order = []*setup{group[1], group[0]}
+				order = []*setup{g.b, g.a}
 			}
 			for _, s := range order {
 				cpu, qps, n, err := measure(subject.Process.Pid, s, seconds)
 				if err != nil {
 					return err
 				}
-				fmt.Printf("round %d %-18s %8d queries %9.0f qps %8.2f us CPU/query\n", r+1, s.name, n, qps, cpu)
+				fmt.Printf("round %d %-20s %8d queries %9.0f qps %8.2f us CPU/query\n", r+1, s.name, n, qps, cpu)
 				s.cpu = append(s.cpu, cpu)
 				s.qpsAll = append(s.qpsAll, qps)
 			}
-			ratios[gi] = append(ratios[gi], group[0].cpu[r]/group[1].cpu[r])
+			g.ratios = append(g.ratios, g.a.cpu[r]/g.b.cpu[r])
 		}
 	}
 	fmt.Println()
-	fmt.Printf("%-18s %10s %16s   (medians of %d rounds of %ds)\n", "setup", "qps", "us CPU/query", rounds, seconds)
-	for _, s := range append(append([]*setup{}, local...), fwd...) {
-		fmt.Printf("%-18s %10.0f %16.2f\n", s.name, median(s.qpsAll), median(s.cpu))
+	fmt.Printf("%-20s %10s %16s   (medians of %d rounds of %ds, %d Services per cluster)\n", "setup", "qps", "us CPU/query", rounds, seconds, services)
+	for _, g := range groups {
+		for _, s := range []*setup{g.a, g.b} {
+			fmt.Printf("%-20s %10.0f %16.2f\n", s.name, median(s.qpsAll), median(s.cpu))
+		}
 	}
-	fmt.Printf("dns ratios: local/hosts=%.3f forward/rewrite-forward=%.3f\n", median(ratios[0]), median(ratios[1]))
+	fmt.Println()
+	var last []string
+	for _, g := range groups {
+		sorted := append([]float64(nil), g.ratios...)
+		sort.Float64s(sorted)
+		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, median(g.ratios), sorted[0], sorted[len(sorted)-1])
+		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, median(g.ratios)))
+	}
+	fmt.Printf("dns ratios: %s\n", strings.Join(last, " "))
 	return nil
+}
+
+// group is one comparison: kubelink (a) against its baseline (b), one
+// ratio of CPU per query per round.
+type group struct {
+	ratio  string
+	a, b   *setup
+	ratios []float64
 }
 
 // median of a non-empty sample.
