@@ -29,6 +29,8 @@ type index struct {
 	// every address of a kubernetes-mode cluster's services, to its answer.
 	ptr map[string]ptrTarget
 	ttl uint32
+	// clusterset is the clusterset zone; nil unless configured.
+	clusterset *clusterset
 }
 
 // ptrTarget is the answer to a PTR query: the name, counted for c.
@@ -153,6 +155,8 @@ type buildInput struct {
 	// local are the local cluster's exported Services by mesh name
 	// (localExports).
 	local map[string]map[mirrorKey][]netip.Addr
+	// clusterset, when set, is the clusterset zone's input.
+	clusterset *clustersetInput
 }
 
 // buildIndex turns the mesh library's view into an index.
@@ -206,6 +210,10 @@ func buildIndex(set *mesh.Set, in buildInput) *index {
 		z.clusters[strings.ToLower(l.Cluster)] = c
 	}
 	sort.SliceStable(idx.zones, func(i, j int) bool { return len(idx.zones[i].name) > len(idx.zones[j].name) })
+	// Last: the PTRs of link addresses and mirrors win over the clusterset's.
+	if in.clusterset != nil {
+		idx.clusterset = buildClusterset(idx, set, in.clusterset, serial)
+	}
 	return idx
 }
 

@@ -46,6 +46,9 @@ func (k *Kubelink) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		}
 	}
 	z := idx.match(lname)
+	if cs := idx.clusterset; cs != nil && inZone(lname, cs.zone.name) && (z == nil || len(cs.zone.name) > len(z.name)) {
+		return k.serveClusterset(ctx, w, r, idx, cs, lname)
+	}
 	if z == nil {
 		return plugin.NextOrFailure(k.Name(), k.Next, ctx, w, r)
 	}
@@ -96,6 +99,31 @@ func (k *Kubelink) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		return k.unavailable(w, r, c, "", "no DNS server is known for cluster "+c.name)
 	}
 	return k.forward(ctx, w, r, idx, c)
+}
+
+// serveClusterset answers a name of the clusterset zone (KEP-1645) from
+// memory: the apex, dns-version, the names of the imports; anything else
+// is an authoritative NXDOMAIN (or the next plugin with fallthrough).
+func (k *Kubelink) serveClusterset(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, idx *index, cs *clusterset, lname string) (int, error) {
+	z := cs.zone
+	if n := cs.names[lname]; n != nil {
+		return k.answerNode(w, r, idx, z, n, &z.results)
+	}
+	switch lname {
+	case z.name:
+		return k.answerApex(w, r, idx, z)
+	case cs.version:
+		z.results[resultLocal].Inc()
+		if r.Question[0].Qtype != dns.TypeTXT {
+			return k.negative(w, r, z, dns.RcodeSuccess)
+		}
+		lr := newReply[dns.TXT](r, dns.RcodeSuccess)
+		lr.rec = cs.txt
+		lr.rec.Hdr.Name = r.Question[0].Name
+		lr.m.Answer = lr.one(&lr.rec)
+		return write(w, &lr.m)
+	}
+	return k.nxdomain(ctx, w, r, z)
 }
 
 // localReply holds a synthesised reply and its one record in a single

@@ -15,6 +15,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/miekg/dns"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -43,6 +44,9 @@ type config struct {
 	namespace string
 	// propagation is the default DNS mode of links without spec.dns.mode.
 	propagation string
+	// clusterset is the lower-case FQDN of the clusterset zone (KEP-1645)
+	// the plugin serves; empty: none.
+	clusterset string
 }
 
 func setup(c *caddy.Controller) error {
@@ -95,7 +99,7 @@ func (cfg *config) source() (watch.Source, error) {
 	if cfg.namespace == "" {
 		cfg.namespace = podNamespace()
 	}
-	return &kubeSource{clients: clients, namespace: cfg.namespace}, nil
+	return &kubeSource{clients: clients, namespace: cfg.namespace, clusterset: cfg.clusterset != ""}, nil
 }
 
 // serviceAccountNamespace is where Kubernetes mounts the pod's namespace.
@@ -117,13 +121,15 @@ func podNamespace() string {
 
 // kubeSource is the API source: KubeLinks, the MeshServices (the local
 // cluster's exported Services) and netd sync's service mirrors in
-// namespace (a label-selected informer of that namespace only). Kinds it
-// may not read, or that do not exist, are left out with a warning rather
-// than holding the plugin up forever: an informer without them never
-// syncs.
+// namespace (a label-selected informer of that namespace only); with
+// clusterset also the ServiceImports and the MCS EndpointSlices of every
+// namespace (label-selected). Kinds it may not read, or that do not exist,
+// are left out with a warning rather than holding the plugin up forever:
+// an informer without them never syncs.
 type kubeSource struct {
-	clients   *watch.Clients
-	namespace string
+	clients    *watch.Clients
+	namespace  string
+	clusterset bool
 }
 
 func (s *kubeSource) Run(ctx context.Context, update func(watch.Snapshot)) error {
@@ -141,6 +147,21 @@ func (s *kubeSource) Run(ctx context.Context, update func(watch.Snapshot)) error
 		return err
 	}) {
 		needs.SelectedSlices = watch.Selection{Namespace: s.namespace, Selector: synced.MirrorSelector}
+	}
+	if s.clusterset {
+		if s.readable("ServiceImports (the clusterset zone stays empty)", func() error {
+			_, err := s.clients.Dynamic.Resource(watch.ServiceImports).List(ctx, one)
+			return err
+		}) {
+			needs.ServiceImports = true
+		}
+		mcs := metav1.ListOptions{Limit: 1, LabelSelector: watch.MCSSliceSelector}
+		if s.readable("endpointslices of all namespaces (the MCS slices: headless clusterset names stay empty)", func() error {
+			_, err := s.clients.Core.DiscoveryV1().EndpointSlices("").List(ctx, mcs)
+			return err
+		}) {
+			needs.MCSSlices = true
+		}
 	}
 	k := &watch.Kube{Clients: s.clients, Needs: needs, OnError: func(err error) { log.Warningf("%v", err) }}
 	return k.Run(ctx, update)
@@ -177,9 +198,14 @@ func (ctl *controller) update(s watch.Snapshot) {
 	set := mesh.Build(s.KubeLinks, ctl.cfg.opts)
 	ctl.serial = max(ctl.serial+1, uint32(time.Now().Unix())) // #nosec G115 -- SOA serials wrap by design
 	mirrors := collectMirrors(ctl.cfg.namespace, s.EndpointSlices)
+	in := buildInput{ttl: ctl.cfg.ttl, port: ctl.cfg.upstreamPort, serial: ctl.serial, ups: ctl.pool,
+		propagation: ctl.cfg.propagation, mirrors: mirrors, local: localExports(s.MeshServices)}
+	if ctl.cfg.clusterset != "" {
+		in.clusterset = &clustersetInput{zone: ctl.cfg.clusterset, imports: s.ServiceImports, slices: s.MCSSlices,
+			local: localClusterNames(set, ctl.cfg.opts.ClusterName)}
+	}
 	ctl.pool.begin()
-	idx := buildIndex(set, buildInput{ttl: ctl.cfg.ttl, port: ctl.cfg.upstreamPort, serial: ctl.serial, ups: ctl.pool,
-		propagation: ctl.cfg.propagation, mirrors: mirrors, local: localExports(s.MeshServices)})
+	idx := buildIndex(set, in)
 	ctl.k.index.Store(idx)
 	ctl.pool.commit()
 	linkCount.Reset()
@@ -196,7 +222,28 @@ func (ctl *controller) update(s watch.Snapshot) {
 	for _, svcs := range mirrors {
 		n += len(svcs)
 	}
-	log.Infof("serving %d meshes from %d links, %d mirrored services", len(idx.zones), len(set.Links), n)
+	if idx.clusterset == nil {
+		log.Infof("serving %d meshes from %d links, %d mirrored services", len(idx.zones), len(set.Links), n)
+		return
+	}
+	log.Infof("serving %d meshes from %d links, %d mirrored services, %s from %d ServiceImports", len(idx.zones), len(set.Links), n,
+		idx.clusterset.zone.name, len(s.ServiceImports))
+}
+
+// localClusterNames are the names the local cluster's MCS slices carry as
+// source cluster (netd sync's --cluster-name): the LocalLinks' object
+// names and the cluster-name option.
+func localClusterNames(set *mesh.Set, clusterName string) map[string]bool {
+	out := map[string]bool{}
+	if clusterName != "" {
+		out[clusterName] = true
+	}
+	for name, l := range set.Links {
+		if l.Local {
+			out[name] = true
+		}
+	}
+	return out
 }
 
 // parse reads the plugin block; only one kubelink block per server.
@@ -336,6 +383,18 @@ func parseOption(c *caddy.Controller, k *Kubelink, cfg *config) error {
 				return c.Errf("dns-propagation must be auto, kubernetes, dns or none, not %q", m)
 			}
 		}
+	case "clusterset":
+		if len(args) > 1 {
+			return c.ArgErr()
+		}
+		zone := DefaultClustersetZone
+		if len(args) == 1 {
+			zone = args[0]
+		}
+		if !mesh.IsDNSName(zone) || strings.Trim(zone, ".") == "" {
+			return c.Errf("clusterset %q is not a DNS name", zone)
+		}
+		cfg.clusterset = dns.Fqdn(strings.ToLower(zone))
 	case "fallthrough":
 		k.Fall.SetZonesFromArgs(args)
 	default:

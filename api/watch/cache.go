@@ -17,15 +17,21 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
 )
 
-// Resources of kubelink's kinds.
+// Resources of kubelink's kinds, and the MCS API's ServiceImports.
 var (
-	KubeLinks    = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.KubeLinkResource)
-	MeshServices = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)
+	KubeLinks      = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.KubeLinkResource)
+	MeshServices   = v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.MeshServiceResource)
+	ServiceImports = mcsv1a1.SchemeGroupVersion.WithResource(mcsv1a1.ServiceImportPluralName)
 )
+
+// MCSSliceSelector selects the EndpointSlices of the MCS API (KEP-1645):
+// those labelled multicluster.kubernetes.io/service-name, whatever the value.
+const MCSSliceSelector = mcsv1a1.LabelServiceName
 
 // Ref names one namespaced object.
 type Ref struct{ Namespace, Name string }
@@ -46,6 +52,13 @@ type Needs struct {
 	// netd sync's MeshService mirrors so, with a namespaced Role and
 	// without caching every EndpointSlice of the cluster).
 	SelectedSlices Selection
+	// ServiceImports: the MCS ServiceImports (multicluster.x-k8s.io
+	// v1alpha1) of all namespaces.
+	ServiceImports bool
+	// MCSSlices: the EndpointSlices of all namespaces matching
+	// MCSSliceSelector (a label-selected informer: the cluster's other
+	// slices are not cached).
+	MCSSlices bool
 	// Resync is the informers' resync period (0: 10 minutes).
 	Resync time.Duration
 }
@@ -66,6 +79,8 @@ type Cache struct {
 
 	// selected are the EndpointSlices of Needs.SelectedSlices.
 	selected cache.SharedIndexInformer
+	// imports and mcsSlices: Needs.ServiceImports and Needs.MCSSlices.
+	imports, mcsSlices cache.SharedIndexInformer
 }
 
 // Start starts the informers of needs on clients and waits until their
@@ -92,7 +107,7 @@ func Start(ctx context.Context, c *Clients, needs Needs, onChange func(), onErro
 		return inf, nil
 	}
 	var err error
-	if needs.KubeLinks || needs.MeshServices {
+	if needs.KubeLinks || needs.MeshServices || needs.ServiceImports {
 		df := dynamicinformer.NewDynamicSharedInformerFactory(c.Dynamic, resync)
 		if needs.KubeLinks {
 			if w.links, err = add("KubeLinks", df.ForResource(KubeLinks).Informer()); err != nil {
@@ -101,6 +116,11 @@ func Start(ctx context.Context, c *Clients, needs Needs, onChange func(), onErro
 		}
 		if needs.MeshServices {
 			if w.meshServices, err = add("MeshServices", df.ForResource(MeshServices).Informer()); err != nil {
+				return nil, err
+			}
+		}
+		if needs.ServiceImports {
+			if w.imports, err = add("ServiceImports", df.ForResource(ServiceImports).Informer()); err != nil {
 				return nil, err
 			}
 		}
@@ -137,6 +157,13 @@ func Start(ctx context.Context, c *Clients, needs Needs, onChange func(), onErro
 		sf := informers.NewSharedInformerFactoryWithOptions(c.Core, resync, informers.WithNamespace(sel.Namespace),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel.Selector }))
 		if w.selected, err = add("EndpointSlices in "+sel.Namespace+" ("+sel.Selector+")", sf.Discovery().V1().EndpointSlices().Informer()); err != nil {
+			return nil, err
+		}
+	}
+	if needs.MCSSlices {
+		mf := informers.NewSharedInformerFactoryWithOptions(c.Core, resync,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = MCSSliceSelector }))
+		if w.mcsSlices, err = add("EndpointSlices ("+MCSSliceSelector+")", mf.Discovery().V1().EndpointSlices().Informer()); err != nil {
 			return nil, err
 		}
 	}
@@ -188,12 +215,62 @@ type Snapshot struct {
 	// EndpointSlice of the directory (Dir), sorted by namespace and name.
 	// Not copied: they are shared with the informer's cache, read only.
 	EndpointSlices []*discoveryv1.EndpointSlice
+	// ServiceImports are the MCS ServiceImports (Needs.ServiceImports, or
+	// every one of the directory), deep copies sorted by namespace and
+	// name.
+	ServiceImports []*mcsv1a1.ServiceImport
+	// MCSSlices are the EndpointSlices labelled
+	// multicluster.kubernetes.io/service-name (Needs.MCSSlices, or those of
+	// the directory, which are in EndpointSlices too), sorted by namespace
+	// and name. Shared like EndpointSlices: read only.
+	MCSSlices []*discoveryv1.EndpointSlice
 }
 
-// Snapshot copies the KubeLinks and MeshServices and lists the selected
-// EndpointSlices (each when needed).
+// Snapshot copies the KubeLinks, MeshServices and ServiceImports and lists
+// the selected and the MCS EndpointSlices (each when needed).
 func (w *Cache) Snapshot() Snapshot {
-	return Snapshot{KubeLinks: w.KubeLinks().List(), MeshServices: w.MeshServices().List(), EndpointSlices: w.SelectedSlices()}
+	return Snapshot{KubeLinks: w.KubeLinks().List(), MeshServices: w.MeshServices().List(), EndpointSlices: w.SelectedSlices(),
+		ServiceImports: w.ServiceImports(), MCSSlices: w.MCSSlices()}
+}
+
+// ServiceImports returns copies of the cached ServiceImports sorted by
+// namespace/name (nil unless needed).
+func (w *Cache) ServiceImports() []*mcsv1a1.ServiceImport {
+	out := convertAll[mcsv1a1.ServiceImport](w, w.imports, "ServiceImport")
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// MCSSlices returns the cached MCS EndpointSlices sorted by
+// namespace/name (read only; nil unless needed).
+func (w *Cache) MCSSlices() []*discoveryv1.EndpointSlice {
+	if w.mcsSlices == nil {
+		return nil
+	}
+	out := listSlices(w.mcsSlices)
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+func listSlices(inf cache.SharedIndexInformer) []*discoveryv1.EndpointSlice {
+	items := inf.GetStore().List()
+	out := make([]*discoveryv1.EndpointSlice, 0, len(items))
+	for _, o := range items {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // KubeLinkView reads the cached KubeLinks.

@@ -15,13 +15,15 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
 )
 
 // Dir is the Source of a directory of manifests (CoreDNS's "manifests DIR"):
-// it reads KubeLinks and MeshServices (status included) and EndpointSlices
-// (discovery.k8s.io/v1, e.g. netd sync's service mirrors) from the *.yaml,
+// it reads KubeLinks and MeshServices (status included), EndpointSlices
+// (discovery.k8s.io/v1, e.g. netd sync's service mirrors and MCS slices) and
+// MCS ServiceImports (multicluster.x-k8s.io/v1alpha1) from the *.yaml,
 // *.yml and *.json files of a directory; other kinds are skipped. It polls: a stat of a handful of files every
 // Interval is cheap and, unlike inotify, also works on ConfigMap volumes
 // whose files are swapped through symlinks.
@@ -125,9 +127,9 @@ func (d *Dir) Load() ([]*v1alpha1.KubeLink, error) {
 	return s.KubeLinks, err
 }
 
-// LoadSnapshot reads the KubeLinks, MeshServices and EndpointSlices of the
-// directory once, each list sorted (KubeLinks by name, the others by
-// namespace and name).
+// LoadSnapshot reads the KubeLinks, MeshServices, EndpointSlices and
+// ServiceImports of the directory once, each list sorted (KubeLinks by
+// name, the others by namespace and name).
 func (d *Dir) LoadSnapshot() (Snapshot, error) {
 	files, err := d.files()
 	if err != nil {
@@ -146,6 +148,8 @@ func (d *Dir) LoadSnapshot() (Snapshot, error) {
 		out.KubeLinks = append(out.KubeLinks, s.KubeLinks...)
 		out.MeshServices = append(out.MeshServices, s.MeshServices...)
 		out.EndpointSlices = append(out.EndpointSlices, s.EndpointSlices...)
+		out.ServiceImports = append(out.ServiceImports, s.ServiceImports...)
+		out.MCSSlices = append(out.MCSSlices, s.MCSSlices...)
 	}
 	sort.SliceStable(out.KubeLinks, func(i, j int) bool { return out.KubeLinks[i].Name < out.KubeLinks[j].Name })
 	sort.SliceStable(out.MeshServices, func(i, j int) bool {
@@ -154,6 +158,14 @@ func (d *Dir) LoadSnapshot() (Snapshot, error) {
 	})
 	sort.SliceStable(out.EndpointSlices, func(i, j int) bool {
 		a, b := out.EndpointSlices[i], out.EndpointSlices[j]
+		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Name < b.Name
+	})
+	sort.SliceStable(out.MCSSlices, func(i, j int) bool {
+		a, b := out.MCSSlices[i], out.MCSSlices[j]
+		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Name < b.Name
+	})
+	sort.SliceStable(out.ServiceImports, func(i, j int) bool {
+		a, b := out.ServiceImports[i], out.ServiceImports[j]
 		return a.Namespace < b.Namespace || a.Namespace == b.Namespace && a.Name < b.Name
 	})
 	return out, nil
@@ -166,9 +178,11 @@ func DecodeKubeLinks(data []byte) ([]*v1alpha1.KubeLink, error) {
 	return s.KubeLinks, err
 }
 
-// DecodeSnapshot decodes the KubeLinks, MeshServices and EndpointSlices
-// (discovery.k8s.io/v1) of a multi-document YAML or JSON stream (a List of
-// items is flattened), in stream order; other kinds are skipped.
+// DecodeSnapshot decodes the KubeLinks, MeshServices, EndpointSlices
+// (discovery.k8s.io/v1; those labelled multicluster.kubernetes.io/service-name
+// are in MCSSlices too) and ServiceImports (multicluster.x-k8s.io/v1alpha1)
+// of a multi-document YAML or JSON stream (a List of items is flattened), in
+// stream order; other kinds are skipped.
 func DecodeSnapshot(data []byte) (Snapshot, error) {
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var out Snapshot
@@ -210,6 +224,14 @@ func DecodeSnapshot(data []byte) (Snapshot, error) {
 				var es *discoveryv1.EndpointSlice
 				if es, err = fromUnstructured[discoveryv1.EndpointSlice](it); err == nil {
 					out.EndpointSlices = append(out.EndpointSlices, es)
+					if _, ok := es.Labels[MCSSliceSelector]; ok {
+						out.MCSSlices = append(out.MCSSlices, es)
+					}
+				}
+			case gvk.Group == mcsv1a1.GroupName && gvk.Version == mcsv1a1.SchemeGroupVersion.Version && gvk.Kind == serviceImportKind:
+				var si *mcsv1a1.ServiceImport
+				if si, err = fromUnstructured[mcsv1a1.ServiceImport](it); err == nil {
+					out.ServiceImports = append(out.ServiceImports, si)
 				}
 			}
 			if err != nil {

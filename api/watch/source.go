@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
 )
@@ -56,6 +57,7 @@ const (
 	kubeLinkKind      = "KubeLink"
 	meshServiceKind   = "MeshService"
 	endpointSliceKind = "EndpointSlice"
+	serviceImportKind = mcsv1a1.ServiceImportKindName
 )
 
 // toKubeLink converts an unstructured KubeLink into the typed object.

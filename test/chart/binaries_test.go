@@ -194,6 +194,7 @@ func checkCorefileServes(t *testing.T, ctx context.Context, e *testenv.Env, ex e
 			break
 		}
 	}
+	checkClusterset(t, ctx, stubAddr)
 	for _, srv := range []string{addr, stubAddr} {
 		for name, ip := range want {
 			var got string
@@ -216,6 +217,35 @@ func checkCorefileServes(t *testing.T, ctx context.Context, e *testenv.Env, ex e
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
+	}
+}
+
+// checkClusterset: clusterset.local (dns.clusterset.enabled, the default)
+// reaches the kubelink DNS through the cluster DNS server block and is
+// answered there: dns-version (KEP-1645's schema) and an authoritative
+// NXDOMAIN for an import nobody exports.
+func checkClusterset(t *testing.T, ctx context.Context, stubAddr string) {
+	t.Helper()
+	cl := &dns.Client{Timeout: 2 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion("dns-version.clusterset.local.", dns.TypeTXT)
+	var r *dns.Msg
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		r, _, err = cl.ExchangeContext(ctx, m, stubAddr)
+		if err == nil && len(r.Answer) == 1 {
+			if txt, ok := r.Answer[0].(*dns.TXT); ok && strings.Join(txt.Txt, "") == "1.0.0" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("dns-version.clusterset.local TXT through the cluster DNS server block: %v %v", r, err)
+			return
+		}
+	}
+	m.SetQuestion("nosuch.demo.svc.clusterset.local.", dns.TypeA)
+	if r, _, err = cl.ExchangeContext(ctx, m, stubAddr); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("nosuch.demo.svc.clusterset.local A through the cluster DNS server block: %v %v, want NXDOMAIN", r, err)
 	}
 }
 

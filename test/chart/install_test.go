@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/kubelink/kubelink/api/synced"
+	"github.com/kubelink/kubelink/api/watch"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -334,10 +335,15 @@ func checkRBAC(t *testing.T, ctx context.Context, e *testenv.Env, ex example) {
 				{"list", klGroup, "meshservices", "", "", ""}, {"watch", klGroup, "meshservices", "", "", ""},
 				// netd sync's service mirrors in the release namespace.
 				{"list", "discovery.k8s.io", "endpointslices", "", ns, ""}, {"watch", "discovery.k8s.io", "endpointslices", "", ns, ""},
+				// clusterset.local (dns.clusterset.enabled): ServiceImports
+				// and the MCS slices of every namespace.
+				{"list", "multicluster.x-k8s.io", "serviceimports", "", "", ""}, {"watch", "multicluster.x-k8s.io", "serviceimports", "", "", ""},
+				{"list", "discovery.k8s.io", "endpointslices", "", "", ""}, {"watch", "discovery.k8s.io", "endpointslices", "", "default", ""},
 			},
 			deny: []access{
-				{"list", "discovery.k8s.io", "endpointslices", "", "", ""}, {"list", "discovery.k8s.io", "endpointslices", "", "default", ""},
-				{"create", "discovery.k8s.io", "endpointslices", "", ns, ""},
+				{"create", "discovery.k8s.io", "endpointslices", "", ns, ""}, {"update", "discovery.k8s.io", "endpointslices", "", "default", "x"},
+				{"create", "multicluster.x-k8s.io", "serviceimports", "", "default", ""}, {"update", "multicluster.x-k8s.io", "serviceimports", "status", "default", "x"},
+				{"list", "multicluster.x-k8s.io", "serviceexports", "", "", ""}, {"list", "", "services", "", "", ""},
 				{"update", klGroup, "kubelinks", "status", "", ex.cluster}, {"update", klGroup, "kubelinks", "", "", ex.cluster},
 				{"create", "", "events", "", "default", ""}, {"get", "coordination.k8s.io", "leases", "", ns, "kubelink-broker"},
 				{"get", "", "secrets", "", ns, secret},
@@ -350,6 +356,13 @@ func checkRBAC(t *testing.T, ctx context.Context, e *testenv.Env, ex example) {
 				// What the plugin's informer does: the mirrors by label.
 				if _, err := cs.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: synced.MirrorSelector}); err != nil {
 					t.Errorf("dns: listing the service mirrors: %v", err)
+				}
+				// The clusterset zone's informers.
+				if _, err := cs.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{LabelSelector: watch.MCSSliceSelector}); err != nil {
+					t.Errorf("dns: listing the MCS slices: %v", err)
+				}
+				if _, err := dyn.Resource(watch.ServiceImports).List(ctx, metav1.ListOptions{}); err != nil {
+					t.Errorf("dns: listing ServiceImports: %v", err)
 				}
 			},
 		},

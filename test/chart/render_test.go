@@ -271,13 +271,14 @@ func checkDNS(t *testing.T, ex example, objs []*unstructured.Unstructured, notes
         cluster-domain cluster.local
         local-dns %s
         namespace %s
+        clusterset
         ttl 5
     }
 `, ex.cluster, ex.linkAddress, ex.dnsIP, releaseNS)
 	if !strings.Contains(corefile, block) {
 		t.Errorf("Corefile lacks the kubelink block\n%s\ngot:\n%s", block, corefile)
 	}
-	for _, line := range []string{".:8053 {", "    errors\n", "    health :8080 {", "    ready :8181\n", "    prometheus :9153\n", "    cache 5\n", "    forward . " + ex.dnsIP + " {\n        except kubelink 0.168.192.in-addr.arpa\n    }\n"} {
+	for _, line := range []string{".:8053 {", "    errors\n", "    health :8080 {", "    ready :8181\n", "    prometheus :9153\n", "    cache 5\n", "    forward . " + ex.dnsIP + " {\n        except kubelink 0.168.192.in-addr.arpa clusterset.local\n    }\n"} {
 		if !strings.Contains(corefile, line) {
 			t.Errorf("Corefile lacks %q:\n%s", line, corefile)
 		}
@@ -334,7 +335,7 @@ func checkDNS(t *testing.T, ex example, objs []*unstructured.Unstructured, notes
 		t.Errorf("coredns-custom in namespace %q", stub.GetNamespace())
 	}
 	server := str(t, stub, "data", "kubelink.server")
-	want := fmt.Sprintf("kubelink:53 192.168.0.0/24:53 {\n    errors\n    cache 5\n    forward . %s\n}", ex.dnsService)
+	want := fmt.Sprintf("kubelink:53 192.168.0.0/24:53 clusterset.local:53 {\n    errors\n    cache 5\n    forward . %s\n}", ex.dnsService)
 	if strings.TrimSpace(server) != want {
 		t.Errorf("cluster DNS server block:\n%s\nwant:\n%s", server, want)
 	}
@@ -533,7 +534,7 @@ dns: {serviceIP: ""}
 			t.Errorf("default DNS clusterIP %s", got)
 		}
 		server := str(t, find(t, objs, "ConfigMap", "coredns-custom"), "data", "kubelink.server")
-		if !strings.HasPrefix(server, "mesh1.example:53 192.168.0.0/24:53 {") {
+		if !strings.HasPrefix(server, "mesh1.example:53 192.168.0.0/24:53 clusterset.local:53 {") {
 			t.Errorf("server block %q", server)
 		}
 		// netd's default-mesh flags would invent a second, default mesh.

@@ -25,16 +25,20 @@
         cluster-domain {{ .Values.cluster.domain }}
         local-dns {{ include "kubelink.clusterDNSIP" . }}
         namespace {{ .Release.Namespace }}
+        {{- if .Values.dns.clusterset.enabled }}
+        clusterset
+        {{- end }}
         ttl {{ .Values.dns.ttl }}
         {{- range .Values.dns.extraPluginOptions }}
         {{ . }}
         {{- end }}
     }
     {{- if .Values.dns.forwardOthers }}
-    # The cluster DNS forwards the mesh domain and reverse zone here: never
-    # send them back (a PTR of an unused mesh address would loop).
+    # The cluster DNS forwards the mesh domain, its reverse zone (and
+    # clusterset.local) here: never send them back (a PTR of an unused mesh
+    # address would loop).
     forward . {{ include "kubelink.clusterDNSIP" . }} {
-        except {{ .Values.mesh.domain | trimSuffix "." }} {{ include "kubelink.meshReverseZone" . }}
+        except {{ .Values.mesh.domain | trimSuffix "." }} {{ include "kubelink.meshReverseZone" . }}{{ if .Values.dns.clusterset.enabled }} clusterset.local{{ end }}
     }
     {{- end }}
     loop
@@ -43,11 +47,12 @@
 {{- end -}}
 
 {{/* The server block for the cluster's own CoreDNS: forward the mesh domain
-     (and the mesh network's PTR zone) to the kubelink DNS Service. */}}
+     (the mesh network's PTR zone, and clusterset.local when the kubelink DNS
+     serves it) to the kubelink DNS Service. */}}
 {{- define "kubelink.stubServerBlock" -}}
 {{- $ip := include "kubelink.dnsServiceIP" . -}}
 {{- $port := .Values.dns.clusterDNSIntegration.port -}}
-{{ .Values.mesh.domain | trimSuffix "." }}:{{ $port }}{{ if .Values.dns.clusterDNSIntegration.reverseZone }} {{ include "kubelink.meshNetwork" . }}:{{ $port }}{{ end }} {
+{{ .Values.mesh.domain | trimSuffix "." }}:{{ $port }}{{ if .Values.dns.clusterDNSIntegration.reverseZone }} {{ include "kubelink.meshNetwork" . }}:{{ $port }}{{ end }}{{ if .Values.dns.clusterset.enabled }} clusterset.local:{{ $port }}{{ end }} {
     errors
     cache {{ .Values.dns.cache.ttl }}
     forward . {{ $ip }}
