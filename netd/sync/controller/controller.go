@@ -357,14 +357,17 @@ func (c *Controller) enqueueClusterServices(name string) {
 			c.enqueueService(m.GetLabels()[synced.LabelServiceNamespace], m.GetLabels()[synced.LabelServiceName])
 		}
 	}
+	var conn *remote.Cluster
 	c.mu.RLock()
-	e := c.clusters[name]
+	if e := c.clusters[name]; e != nil {
+		conn = e.conn
+	}
 	c.mu.RUnlock()
-	if e != nil && e.conn != nil {
-		for _, k := range e.conn.ServiceKeys() {
+	if conn != nil {
+		for _, k := range conn.ServiceKeys() {
 			c.queue.Add(keyService + k)
 		}
-		for _, k := range e.conn.ExportKeys() {
+		for _, k := range conn.ExportKeys() {
 			c.queue.Add(keyService + k)
 		}
 	}

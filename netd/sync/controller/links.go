@@ -94,6 +94,14 @@ func (c *Controller) reconcileLinks(ctx context.Context) error {
 	wants := c.wants(ctx)
 	now := c.now()
 	var changed []string
+	// Connections are stopped after the lock is released: Stop waits for
+	// the connection's informers, whose handlers may take the lock.
+	var stop []*remote.Cluster
+	defer func() {
+		for _, conn := range stop {
+			conn.Stop()
+		}
+	}()
 	c.mu.Lock()
 	seen := map[string]bool{}
 	for _, w := range wants {
@@ -110,7 +118,7 @@ func (c *Controller) reconcileLinks(ctx context.Context) error {
 		}
 		if e.fingerprint != fp || (e.conn == nil && w.target != nil && !w.disabled) {
 			if e.conn != nil {
-				e.conn.Stop()
+				stop = append(stop, e.conn)
 				e.conn = nil
 			}
 			if w.target != nil && !w.disabled {
@@ -127,7 +135,7 @@ func (c *Controller) reconcileLinks(ctx context.Context) error {
 	for name, e := range c.clusters {
 		if !seen[name] {
 			if e.conn != nil {
-				e.conn.Stop()
+				stop = append(stop, e.conn)
 			}
 			delete(c.clusters, name)
 			c.metrics.clusters.DeletePartialMatch(prometheus.Labels{"cluster": name})
@@ -219,14 +227,19 @@ func (c *Controller) remoteOptions() remote.Options {
 	}
 }
 
+// stopAll stops every connection, outside the lock (see reconcileLinks).
 func (c *Controller) stopAll() {
+	var stop []*remote.Cluster
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, e := range c.clusters {
 		if e.conn != nil {
-			e.conn.Stop()
+			stop = append(stop, e.conn)
 			e.conn = nil
 		}
+	}
+	c.mu.Unlock()
+	for _, conn := range stop {
+		conn.Stop()
 	}
 }
 

@@ -219,9 +219,10 @@ func (c *Controller) syncMeshServices(ctx context.Context, cluster string) error
 	c.mu.RLock()
 	e := c.clusters[cluster]
 	var conn *remote.Cluster
-	frozen := false
-	if e != nil {
-		conn, frozen = e.conn, e.disabled
+	frozen, known := false, e != nil
+	var kind, link string
+	if known {
+		conn, frozen, kind, link = e.conn, e.disabled, e.kind, e.link
 	}
 	c.mu.RUnlock()
 	var current []*discoveryv1.EndpointSlice
@@ -232,11 +233,11 @@ func (c *Controller) syncMeshServices(ctx context.Context, cluster string) error
 		}
 	}
 	var desired []*discoveryv1.EndpointSlice
-	if e != nil && e.kind == synced.KindKubeLink {
+	if known && kind == synced.KindKubeLink {
 		if frozen || conn == nil || !conn.MeshServicesKnown() {
 			return nil
 		}
-		kl := c.kubeLink(e.link)
+		kl := c.kubeLink(link)
 		if kl == nil {
 			return nil
 		}
