@@ -61,7 +61,7 @@ var seedSamples = map[string][]string{
 	"served-links":                  {"kubelink2,kubelink3"},
 	"server-port-http":              {"8080"},
 	"service":                       {"kubelink"},
-	"service-account":               {"coredns"},
+	"service-account":               {"coredns", "--mode=bridge"},
 	"service-cidr":                  {"100.64.0.0/20"},
 	"version":                       {"false"},
 }
@@ -245,7 +245,10 @@ func TestSeedManifests(t *testing.T) {
 				"--coredns-configure is ignored by netd broker: the chart connects the cluster DNS to the kubelink DNS: dns.clusterDNSIntegration.enabled"}},
 		// The seed's "typical option set" for the full DNS service.
 		{"broker", []string{"--mode=bridge", "--dns-advertisement", "--service-account=coredns", "--dns-propagation=kubernetes", "--cluster-name=kubelink1", "--coredns-configure"},
-			[]string{"--service-account is ignored by netd broker: API access is not advertised", "netd kubeconfig --kubeconfig <this cluster> --output apiaccess"}},
+			[]string{"--dns-propagation is ignored by netd broker"}},
+		// --service-account works in bridge mode only: no hello otherwise.
+		{"broker", []string{"--mode=wireguard", "--secret=wireguard", "--service-account=kube-system/coredns"},
+			[]string{"--service-account has no effect in mode wireguard", "netd kubeconfig --kubeconfig <this cluster> --output apiaccess"}},
 		{"broker", []string{"--mode=wireguard", "--secret=wireguard", "--node-ip=10.250.0.5", "--lease-renew-deadline=10s", "--lease-retry-period=2s", "--router.datafile=/x"},
 			[]string{"--node-ip is ignored by netd broker", "--lease-retry-period is ignored by netd broker: the retry period is derived from --lease-duration",
 				"--router.datafile is the original router controller's flag"}},

@@ -71,7 +71,9 @@ func (b *broker) openBridge(ctx context.Context, kick func()) error {
 		OnHello: func(link string, h bridge.Hello) {
 			// The inbound update is always on, as in the original;
 			// --dns-advertisement is the outbound side (the plan's hello).
-			b.inboundDNS(ctx, link, h, b.watcher.Get(link))
+			cur := b.watcher.Get(link)
+			b.inboundDNS(ctx, link, h, cur)
+			b.inboundAPIAccess(ctx, link, h, cur)
 			kick()
 		},
 	}

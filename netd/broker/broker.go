@@ -102,6 +102,8 @@ type broker struct {
 	decap *vxlan.Gateway
 	// learned is what logMirrors last logged.
 	learned string
+	// apiToken is the API access the hello advertises (--service-account).
+	apiToken apiAccessToken
 }
 
 func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *observe, log *slog.Logger) error {
@@ -262,6 +264,11 @@ func wireGuardKey(data map[string][]byte) (value, key, conflict string) {
 // reconcile brings device, routes, nftables and status to the level the
 // KubeLinks and MeshServices describe.
 func (b *broker) reconcile(ctx context.Context) error {
+	// A missing token only leaves the hello without API access (retried
+	// every apiAccessRetry); it does not fail the reconcile.
+	if err := b.refreshAPIAccess(ctx, time.Now()); err != nil {
+		b.log.Error("reconcile", "err", err)
+	}
 	out, err := b.dp.ReconcileObjects(ctx, plan.Objects{Links: b.watcher.List(), Services: b.cache.MeshServices().List(),
 		Lookup: b.cache.Service, Mirrors: b.cache.SelectedSlices()})
 	b.linkErrs = out.LinkErrs

@@ -56,9 +56,15 @@ type Config struct {
 	// (outbound). A peer's advertisement always updates its KubeLink's
 	// spec.dns (inbound).
 	DNSAdvertisement bool
-	ClusterDomain    string
-	DNSServiceIP     string
-	ServedLinks      string
+	// ServiceAccount ([namespace/]name, default namespace: Namespace):
+	// the bridge hello carries a token of this ServiceAccount and the
+	// API server's CA (outbound API access advertisement). A peer's
+	// advertisement always goes into a Secret its KubeLink's
+	// spec.apiAccess names (inbound).
+	ServiceAccount string
+	ClusterDomain  string
+	DNSServiceIP   string
+	ServedLinks    string
 	// LocalStatus: this broker publishes the LocalLinks' status (one
 	// broker per cluster does; an additional one beside it does not).
 	LocalStatus    bool
@@ -117,6 +123,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KeyFile, "keyfile", "", "bridge: TLS key file")
 	fs.StringVar(&c.CACertFile, "cacertfile", "", "bridge: CA certificate file for peer certificates")
 	fs.BoolVar(&c.DNSAdvertisement, "dns-advertisement", false, "bridge: advertise this cluster's DNS (--dns-service-ip, --cluster-domain) to the peers in the hello (outbound); a peer's advertisement always updates its KubeLink's spec.dns (inbound)")
+	fs.StringVar(&c.ServiceAccount, "service-account", "", "bridge: [namespace/]name of a ServiceAccount (default namespace: the broker's) whose token (TokenRequest, renewed at half life) and this API server's CA the hello advertises to the peers (outbound); a peer's advertisement always goes into the Secret <link>-apiaccess named by its KubeLink's spec.apiAccess (inbound)")
 	fs.StringVar(&c.ServedLinks, "served-links", "all", "comma-separated KubeLink names this broker serves, or all")
 	fs.BoolVar(&c.LocalStatus, "local-status", true, "publish the LocalLinks' status (state, gateway, public key); false for an additional broker beside the main one")
 	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
@@ -186,6 +193,7 @@ func (c *Config) validate() error {
 		{"--node-cidr", c.NodeCIDR, runtime.CheckCIDR},
 		{"--ifce-name", c.IfceName, runtime.CheckInterfaceName},
 		{"--secret", c.Secret, runtime.CheckNamespacedName},
+		{"--service-account", c.ServiceAccount, runtime.CheckNamespacedName},
 		{"--served-links", c.ServedLinks, runtime.CheckServedLinks},
 		{"--lease-name", c.LeaseName, runtime.CheckName},
 		{"--lease-namespace", c.LeaseNamespace, runtime.CheckDNSLabel},
@@ -274,6 +282,11 @@ func (c *Config) Ignored(set map[string]bool) []string {
 	w = append(w, c.Process.Warnings(runtime.RoleBroker)...)
 	if set["dns-advertisement"] && c.Mode != ModeBridge {
 		w = append(w, fmt.Sprintf("--dns-advertisement has no effect in mode %s: only the bridge's hello carries the advertisement", c.Mode))
+	}
+	if set["service-account"] && c.Mode != ModeBridge {
+		w = append(w, fmt.Sprintf("--service-account has no effect in mode %s: API access is advertised in the bridge's hello only. "+
+			"Give each peer read access instead: `netd kubeconfig --kubeconfig <this cluster> --output apiaccess --local-kubeconfig <peer cluster> --secret-name <name> --secret-namespace <namespace>`, "+
+			"and the peer's KubeLink of this cluster names that Secret in spec.apiAccess", c.Mode))
 	}
 	return w
 }

@@ -24,7 +24,7 @@ func TestFlags(t *testing.T) {
 	}
 	// The original's DNS flags are accepted (checked, warned about), not
 	// the broker's own.
-	for _, dns := range []string{"dns-propagation", "coredns-deployment", "coredns-secret", "coredns-configure", "service-account"} {
+	for _, dns := range []string{"dns-propagation", "coredns-deployment", "coredns-secret", "coredns-configure"} {
 		if fs.Lookup(dns) == nil || c.Seed.Defined(dns) {
 			t.Errorf("flag --%s: accepted, but not the broker's", dns)
 		}
@@ -51,7 +51,7 @@ func TestFlags(t *testing.T) {
 		{"--vxlan", "--vxlan-ip", "10.0.0.1", "--vxlan-vni", "16777216"},
 		{"--node-cidr", "10.250.0.0"}, {"--broker-port", "70000"}, {"--advertised-port", "-1"}, {"--certfile", "/c"},
 		{"--cluster-name", "Kubelink_1"}, {"--cluster-domain", "cluster..local"}, {"--ifce-name", "kubelink/0"}, {"--secret", "a/b/c"},
-		{"--served-links", "a,B"}, {"--lease-name", "l", "--lease-duration", "100ms"}, {"--route-table", "255"},
+		{"--served-links", "a,B"}, {"--service-account", "a/b/c"}, {"--lease-name", "l", "--lease-duration", "100ms"}, {"--route-table", "255"},
 		{"--controllers", "router"}, {"--namespace", "Kube-System"}} {
 		c := &Config{}
 		fs := flag.NewFlagSet("broker", flag.ContinueOnError)

@@ -27,6 +27,9 @@ type Dataplane struct {
 	table       *nftable.Table
 	resolver    *resolver
 	routeWrites int
+	// APIAccess is what the hello advertises of the local API server
+	// (--service-account); the broker refreshes it before a reconcile.
+	APIAccess *bridge.HelloAPIAccess
 }
 
 // NewDataplane returns the dataplane of a broker configured by cfg around
@@ -104,6 +107,7 @@ func (d *Dataplane) planConfig(ctx context.Context) plan.Config {
 		PodMode:        d.cfg.PodCIDR != "",
 		AdvertisedPort: d.cfg.AdvertisedPort,
 		AdvertiseDNS:   d.cfg.DNSAdvertisement,
+		APIAccess:      d.APIAccess,
 		Resolve:        func(host string) (netip.Addr, error) { return d.resolver.resolve(ctx, host) },
 		// Mirrors are trusted in the broker's own namespace only, where
 		// netd sync writes them.

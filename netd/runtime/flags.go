@@ -196,25 +196,22 @@ const (
 	whyManageMode        = "netd issues no certificate (the original's mode none): for self or cert let cert-manager issue it (chart broker.certManager.enabled) into the Secret passed as --secret"
 	whyServiceBroker     = "the chart creates the broker's Service (broker.service.*); the certificate's names are broker.certManager.dnsNames"
 	whyServiceRouter     = "netd router finds the gateway through the broker's Lease holder (--lease-name), not through a Service's endpoints"
-	whyServiceAccount    = "API access is not advertised: the bridge hello has no field for credentials. Give each peer read access instead: " +
-		"`netd kubeconfig --kubeconfig <this cluster> --output apiaccess --local-kubeconfig <peer cluster> --secret-name <name> --secret-namespace <namespace>`, " +
-		"and the peer's KubeLink of this cluster names that Secret in spec.apiAccess"
-	whyIPIPBroker   = "the encapsulation towards the gateway is the routers': netd router --ipip (chart router.ipip) or --vxlan; the gateway node's kernel decapsulates IPIP itself"
-	whyNodeCIDR     = "SNAT to the link address covers every source; remove it"
-	whyRouterCIDR   = "netd router routes only mesh destinations to the gateway, which SNATs to the link address: node and pod CIDRs are not needed; remove it"
-	whyNodeIPBroker = "the node IP the routers' VXLAN goes to is --vxlan-ip (default $POD_IP)"
-	whyMeshDomain   = "the mesh's DNS domain is the CoreDNS plugin's mesh-domain option (or a LocalLink's spec.dns.baseDomain)"
-	whyMeshDNS      = "the mesh-global DNS is the CoreDNS plugin's meshdns-service-ip option (or a LocalLink's spec.dns.dnsIP)"
-	whyRenew        = "the renew deadline is derived from --lease-duration (2/3 of it)"
-	whyRetry        = "the retry period is derived from --lease-duration (1/4 of it)"
-	whyBind         = "netd serves /metrics, /healthz and /readyz on every address at --server-port-http (0 turns the server off)"
-	whyConfig       = "netd has no configuration file: pass the options as flags (the chart renders them from its values)"
-	whyGrace        = "netd removes what it created (routes, devices, nftables) on SIGTERM and exits when done; the pod's terminationGracePeriodSeconds bounds that"
-	whyName         = "netd logs as netd <role> and records events as kubelink-netd; the election's Lease is --lease-name"
-	whyPlugin       = "netd loads no Go plugins; the DNS is the kubelink CoreDNS plugin compiled into the custom CoreDNS (coredns-build/)"
-	whyOverride     = "put the API server's URL into the kubeconfig (--kubeconfig)"
-	whyBrokerResync = "the broker reconciles on every change and every second; remove it"
-	whyRouterUpdate = "the router's full reconcile period is --resync"
+	whyIPIPBroker        = "the encapsulation towards the gateway is the routers': netd router --ipip (chart router.ipip) or --vxlan; the gateway node's kernel decapsulates IPIP itself"
+	whyNodeCIDR          = "SNAT to the link address covers every source; remove it"
+	whyRouterCIDR        = "netd router routes only mesh destinations to the gateway, which SNATs to the link address: node and pod CIDRs are not needed; remove it"
+	whyNodeIPBroker      = "the node IP the routers' VXLAN goes to is --vxlan-ip (default $POD_IP)"
+	whyMeshDomain        = "the mesh's DNS domain is the CoreDNS plugin's mesh-domain option (or a LocalLink's spec.dns.baseDomain)"
+	whyMeshDNS           = "the mesh-global DNS is the CoreDNS plugin's meshdns-service-ip option (or a LocalLink's spec.dns.dnsIP)"
+	whyRenew             = "the renew deadline is derived from --lease-duration (2/3 of it)"
+	whyRetry             = "the retry period is derived from --lease-duration (1/4 of it)"
+	whyBind              = "netd serves /metrics, /healthz and /readyz on every address at --server-port-http (0 turns the server off)"
+	whyConfig            = "netd has no configuration file: pass the options as flags (the chart renders them from its values)"
+	whyGrace             = "netd removes what it created (routes, devices, nftables) on SIGTERM and exits when done; the pod's terminationGracePeriodSeconds bounds that"
+	whyName              = "netd logs as netd <role> and records events as kubelink-netd; the election's Lease is --lease-name"
+	whyPlugin            = "netd loads no Go plugins; the DNS is the kubelink CoreDNS plugin compiled into the custom CoreDNS (coredns-build/)"
+	whyOverride          = "put the API server's URL into the kubeconfig (--kubeconfig)"
+	whyBrokerResync      = "the broker reconciles on every change and every second; remove it"
+	whyRouterUpdate      = "the router's full reconcile period is --resync"
 )
 
 var (
@@ -291,7 +288,7 @@ var SeedFlags = []SeedFlag{
 	{Name: "served-links", Kind: KindString, Prefixed: brokerOnly, Check: CheckServedLinks, Broker: works(), Router: otherRole(RoleBroker)},
 	{Name: "server-port-http", Kind: KindInt, Check: CheckPort, Broker: works(), Router: works()},
 	{Name: "service", Kind: KindString, Prefixed: bothControllers, Check: CheckNamespacedName, Broker: ignored(whyServiceBroker), Router: ignored(whyServiceRouter)},
-	{Name: "service-account", Kind: KindString, Prefixed: brokerOnly, Check: CheckNamespacedName, Broker: ignored(whyServiceAccount), Router: ignored(whyServiceAccount)},
+	{Name: "service-account", Kind: KindString, Prefixed: brokerOnly, Check: CheckNamespacedName, Broker: works(), Router: otherRole(RoleBroker)},
 	{Name: "service-cidr", Kind: KindString, Prefixed: brokerOnly, Check: CheckCIDR, Broker: works(), Router: works()},
 	{Name: "tasks.pool.size", Kind: KindInt, Prefixed: brokerOnly, Check: checkNonNegative, Broker: ignored(whyPools), Router: ignored(whyPools)},
 	{Name: "update.pool.resync-period", Kind: KindDuration, Prefixed: bothControllers, Check: checkNonNegative, Broker: ignored(whyBrokerResync), Router: ignored(whyRouterUpdate)},

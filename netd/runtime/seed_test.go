@@ -215,7 +215,7 @@ func TestSeedValuesChecked(t *testing.T) {
 		{RoleBroker, "--secret-manage-mode=manual"},
 		{RoleBroker, "--dns-name=bad_name"},
 		{RoleBroker, "--service=a/b/c"},
-		{RoleBroker, "--service-account=Kube-System/coredns"},
+		{RoleRouter, "--service-account=Kube-System/coredns"},
 		{RoleBroker, "--lease-renew-deadline=-1s"},
 		{RoleBroker, "--lease-retry-period=x"},
 		{RoleBroker, "--ipip=gre"},

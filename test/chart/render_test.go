@@ -476,7 +476,23 @@ func checkRBACRules(t *testing.T, ex example, objs []*unstructured.Unstructured)
 				}
 			}
 			if slices.Contains(rm["resources"].([]any), any("secrets")) {
-				if o.GetKind() != "Role" || len(rm["resourceNames"].([]any)) != 1 {
+				names, _ := rm["resourceNames"].([]any)
+				verbs := fmt.Sprint(rm["verbs"])
+				switch {
+				case o.GetKind() != "Role":
+					t.Errorf("%s/%s grants secrets beyond the release namespace: %v", o.GetKind(), o.GetName(), rm)
+				case len(names) == 0 && (ex.mode != "bridge" || verbs != "[create]"):
+					// create cannot be limited by name: only the bridge
+					// broker's inbound API access needs it.
+					t.Errorf("%s/%s grants secrets without names: %v", o.GetKind(), o.GetName(), rm)
+				case ex.mode == "bridge" && verbs == "[get update]":
+					// The inbound API access Secrets of the links.
+					for _, n := range names {
+						if !strings.HasSuffix(fmt.Sprint(n), "-apiaccess") || verbs != "[get update]" {
+							t.Errorf("%s/%s grants secrets beyond the links' API access: %v", o.GetKind(), o.GetName(), rm)
+						}
+					}
+				case len(names) > 1:
 					t.Errorf("%s/%s grants secrets beyond one named secret: %v", o.GetKind(), o.GetName(), rm)
 				}
 			}
@@ -615,6 +631,33 @@ broker:
 		cr := find(t, objs, "ClusterRole", "kubelink-broker")
 		if !strings.Contains(toYAML(cr.Object["rules"]), "- create") {
 			t.Errorf("auto-connect broker cannot create KubeLinks:\n%s", toYAML(cr.Object["rules"]))
+		}
+	})
+
+	t.Run("API access advertisement", func(t *testing.T) {
+		bridgeValues := readValues(t, testenv.RepoRoot()+"/examples/kubelink1/values-bridge.yaml")
+		objs, _ := render(t, c, merge(bridgeValues, parseValues(t, `
+broker: {serviceAccountAdvertisement: kubelink-reader}
+`)))
+		a := args(t, find(t, objs, "Deployment", "kubelink-broker"))
+		if !slices.Contains(a, "--service-account=kubelink-reader") {
+			t.Errorf("broker args %v", a)
+		}
+		rules := toYAML(find(t, objs, "Role", "kubelink-broker").Object["rules"])
+		if !strings.Contains(rules, "serviceaccounts/token") || !strings.Contains(rules, "kubelink-reader") || !strings.Contains(rules, "kubelink2-apiaccess") {
+			t.Errorf("broker Role without the token or inbound Secret rights:\n%s", rules)
+		}
+		// Off by default, and never outside bridge mode.
+		for _, v := range []map[string]any{bridgeValues, merge(base, parseValues(t, `
+broker: {serviceAccountAdvertisement: kubelink-reader}
+`))} {
+			objs, _ := render(t, c, v)
+			if a := args(t, find(t, objs, "Deployment", "kubelink-broker")); slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "--service-account") }) {
+				t.Errorf("broker args %v", a)
+			}
+			if rules := toYAML(find(t, objs, "Role", "kubelink-broker").Object["rules"]); strings.Contains(rules, "serviceaccounts") {
+				t.Errorf("token rights without the advertisement:\n%s", rules)
+			}
 		}
 	})
 

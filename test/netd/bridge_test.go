@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/test/testenv"
@@ -132,9 +135,15 @@ func TestBridge(t *testing.T) {
 		return l.startNetd("a", a.gw, []string{"POD_NAME=gw-a"}, netdArgs(a, "bridge", 18180,
 			append([]string{"--secret", "default/kubelink-tls", "--pod-cidr", "10.1.0.0/24"}, extra...)...)...)
 	}
+	// B advertises API access: tokens of its ServiceAccount reader.
+	if _, err := b.env.Client().CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reader"}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	startB := func() *proc {
-		return l.startNetd("b", b.gw, []string{"POD_NAME=gw-b"}, netdArgs(b, "bridge", 18180,
-			"--secret", "default/kubelink-tls", "--dns-service-ip", "100.64.2.53", "--cluster-domain", "cluster.b", "--dns-advertisement")...)
+		return l.startNetd("b", b.gw, []string{"POD_NAME=gw-b", "POD_NAMESPACE=default"}, netdArgs(b, "bridge", 18180,
+			"--secret", "default/kubelink-tls", "--dns-service-ip", "100.64.2.53", "--cluster-domain", "cluster.b", "--dns-advertisement",
+			"--service-account", "reader")...)
 	}
 	pa := startA()
 	pb := startB()
@@ -155,6 +164,36 @@ func TestBridge(t *testing.T) {
 	})
 	if k := b.link(ctx, t, "a"); k.Spec.DNS != nil {
 		t.Errorf("B's link a got spec.dns %+v, but A does not advertise", *k.Spec.DNS)
+	}
+
+	// API access advertisement, as in the original's --service-account:
+	// B's hello carries a token of its ServiceAccount reader and its API
+	// server's CA; A stores them in the Secret b-apiaccess and names it in
+	// its link b's spec.apiAccess. The token authenticates at B's API
+	// server as that ServiceAccount.
+	a.waitLink(ctx, t, "b", 10*time.Second, "spec.apiAccess from B's advertisement", func(k *v1alpha1.KubeLink) bool {
+		return k.Spec.APIAccess != nil && k.Spec.APIAccess.Name == "b-apiaccess" && k.Spec.APIAccess.Namespace == "default"
+	})
+	sec, err := a.env.Client().CoreV1().Secrets("default").Get(ctx, "b-apiaccess", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := rest.CopyConfig(b.env.Config)
+	rc.BearerToken, rc.CertData, rc.KeyData, rc.CertFile, rc.KeyFile = string(sec.Data[v1alpha1.APIAccessTokenKey]), nil, nil, "", ""
+	rc.CAData, rc.CAFile = sec.Data[v1alpha1.APIAccessCAKey], ""
+	rc.Username, rc.Password, rc.BearerTokenFile, rc.ExecProvider, rc.AuthProvider = "", "", "", nil, nil
+	ssr, err := kubernetes.NewForConfigOrDie(rc).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("B's advertised token at B's API server: %v", err)
+	}
+	if u := ssr.Status.UserInfo.Username; u != "system:serviceaccount:default:reader" {
+		t.Errorf("B's advertised token authenticates as %q", u)
+	}
+	if strings.Contains(pa.Log()+pb.Log(), string(sec.Data[v1alpha1.APIAccessTokenKey])) {
+		t.Errorf("a gateway logged the token")
+	}
+	if k := b.link(ctx, t, "a"); k.Spec.APIAccess != nil {
+		t.Errorf("B's link a got spec.apiAccess %+v, but A does not advertise", *k.Spec.APIAccess)
 	}
 
 	// A peer with a valid certificate for another host is rejected: no

@@ -50,6 +50,9 @@ type Config struct {
 	// cluster's DNS (its service IP and cluster domain), which they write
 	// into their KubeLink's spec.dns. Without it the hello carries none.
 	AdvertiseDNS bool
+	// APIAccess (--service-account): read access to the local API server
+	// that the hello advertises, nil for none.
+	APIAccess *bridge.HelloAPIAccess
 	// Resolve maps an endpoint host name to an address. Resolution is I/O
 	// and its outcome decides the plan (a link whose host does not
 	// resolve is in error and gets no peer and no routes), so it is
@@ -128,7 +131,7 @@ func MakeFrom(cfg Config, in Objects) *Plan {
 		serves = func(string) bool { return true }
 	}
 	set := mesh.Build(in.Links, cfg.Mesh)
-	p := &Plan{Set: set, LinkErrs: map[string]string{}, Hello: bridge.Hello{Port: cfg.AdvertisedPort}}
+	p := &Plan{Set: set, LinkErrs: map[string]string{}, Hello: bridge.Hello{Port: cfg.AdvertisedPort, APIAccess: cfg.APIAccess}}
 	p.Services = cfg.services(in.Services, in.Lookup, set)
 	p.Forwards = forwards(p.Services)
 	// Remote MeshService addresses join their links' routes before

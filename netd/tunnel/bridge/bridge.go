@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,7 +49,28 @@ type Hello struct {
 	// Port is where the sender accepts connections (its advertised port).
 	Port   int         `json:"port"`
 	Meshes []HelloMesh `json:"meshes"`
+	// APIAccess is read access to the sender's API server (the original
+	// kubelink's --service-account advertisement), which the receiver
+	// stores in a Secret its KubeLink's spec.apiAccess names. Optional:
+	// peers without it omit it, and older peers ignore it.
+	APIAccess *HelloAPIAccess `json:"apiAccess,omitempty"`
 }
+
+// HelloAPIAccess is a service account token of the sender's cluster and
+// the CA (PEM) of its API server. The token is a credential: it is never
+// logged (String and LogValue redact it).
+type HelloAPIAccess struct {
+	Token string `json:"token"`
+	CA    []byte `json:"certificateAuthorityData,omitempty"`
+}
+
+// String redacts the token.
+func (a HelloAPIAccess) String() string {
+	return fmt.Sprintf("{token:<redacted %d bytes> ca:%d bytes}", len(a.Token), len(a.CA))
+}
+
+// LogValue redacts the token in slog output.
+func (a HelloAPIAccess) LogValue() slog.Value { return slog.StringValue(a.String()) }
 
 // Options configure the bridge.
 type Options struct {
@@ -160,11 +182,30 @@ func (b *Bridge) Device() string { return b.opts.Name }
 func (b *Bridge) Addr() net.Addr { return b.ln.Addr() }
 
 // SetHello replaces what we tell peers from the next handshake on; the
-// broker hands it the hello of every reconcile's plan.
+// broker hands it the hello of every reconcile's plan. A hello that
+// changed is also sent to the peers connected now, as a hello frame
+// within the connection (a renewed API access token must reach them
+// before the old one expires); peers that predate this ignore frames
+// other than data, as they always did.
 func (b *Bridge) SetHello(h Hello) {
 	b.helloMu.Lock()
-	defer b.helloMu.Unlock()
+	changed := !reflect.DeepEqual(b.hello, h)
 	b.hello = h
+	b.helloMu.Unlock()
+	if !changed {
+		return
+	}
+	body, err := json.Marshal(h)
+	if err != nil || len(body) > MaxFrame {
+		return
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, p := range b.peers {
+		f := getBuf(&b.pool)
+		*f = append(AppendHeader((*f)[:0], FrameHello, len(body)), body...)
+		p.send(&b.pool, f)
+	}
 }
 
 func (b *Bridge) currentHello() Hello {
@@ -647,6 +688,18 @@ func (b *Bridge) serve(ctx context.Context, p *peer, tc *tls.Conn, bc *bufConn, 
 			return
 		}
 		p.rx.Add(uint64(len(payload) + headerLen))
+		if typ == FrameHello {
+			// The peer's hello changed while connected.
+			var nh Hello
+			err := json.Unmarshal(payload, &nh)
+			b.pool.Put(buf)
+			if err != nil {
+				b.opts.Log.Warn("bridge: bad hello from peer, ignored", "link", p.cfg.Link, "err", err)
+			} else if b.opts.OnHello != nil {
+				b.opts.OnHello(p.cfg.Link, nh)
+			}
+			continue
+		}
 		if typ != FrameData {
 			b.pool.Put(buf)
 			continue
