@@ -108,9 +108,19 @@ func first(a []string) string {
 // Updates are the desired slices carrying the current resourceVersion, ready
 // for an Update call. All three lists are sorted by name.
 func Diff(desired, current []*discoveryv1.EndpointSlice) (create, update, del []*discoveryv1.EndpointSlice) {
+	return DiffBy(desired, current, func(c *discoveryv1.EndpointSlice) bool {
+		return c.Labels[discoveryv1.LabelManagedBy] == ManagedBy
+	}, Equal)
+}
+
+// DiffBy is Diff with the caller's idea of which current slices are its own
+// (owned; the others are never updated or deleted) and of equality: the one
+// diff of every kind of slice netd sync writes (aggregated, MCS, mirrors).
+func DiffBy(desired, current []*discoveryv1.EndpointSlice, owned func(*discoveryv1.EndpointSlice) bool,
+	equal func(desired, current *discoveryv1.EndpointSlice) bool) (create, update, del []*discoveryv1.EndpointSlice) {
 	ours := map[string]*discoveryv1.EndpointSlice{}
 	for _, c := range current {
-		if c != nil && c.Labels[discoveryv1.LabelManagedBy] == ManagedBy {
+		if c != nil && owned(c) {
 			ours[c.Name] = c
 		}
 	}
@@ -121,7 +131,7 @@ func Diff(desired, current []*discoveryv1.EndpointSlice) (create, update, del []
 		switch {
 		case !ok:
 			create = append(create, d)
-		case !Equal(d, c):
+		case !equal(d, c):
 			u := d.DeepCopy()
 			u.ResourceVersion = c.ResourceVersion
 			update = append(update, u)
@@ -132,11 +142,8 @@ func Diff(desired, current []*discoveryv1.EndpointSlice) (create, update, del []
 			del = append(del, c)
 		}
 	}
-	byName := func(s []*discoveryv1.EndpointSlice) {
+	for _, s := range [][]*discoveryv1.EndpointSlice{create, update, del} {
 		sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
 	}
-	byName(create)
-	byName(update)
-	byName(del)
 	return create, update, del
 }

@@ -170,34 +170,17 @@ func Key(s *discoveryv1.EndpointSlice) string {
 // Diff compares desired with the current mirrors of one Service of one
 // cluster (current may hold anything; only mirrors of that key count).
 func Diff(key string, desired, current []*discoveryv1.EndpointSlice) (create, update, del []*discoveryv1.EndpointSlice) {
-	mine := map[string]*discoveryv1.EndpointSlice{}
-	var list []*discoveryv1.EndpointSlice
-	for _, c := range current {
-		if Key(c) == key {
-			mine[c.Name] = c
-			list = append(list, c)
-		}
+	return aggregate.DiffBy(desired, current, func(c *discoveryv1.EndpointSlice) bool { return Key(c) == key }, Equal)
+}
+
+// Equal is aggregate.Equal, which ignores labels current has beyond
+// desired's, except for the exported label: it is ours and must go when
+// the export does.
+func Equal(desired, current *discoveryv1.EndpointSlice) bool {
+	if _, has := current.Labels[synced.LabelExported]; has && desired.Labels[synced.LabelExported] == "" {
+		return false
 	}
-	create, update, del = aggregate.Diff(desired, list)
-	// aggregate.Equal ignores labels current has beyond desired's; the
-	// exported label is ours and must go when the export does.
-	updating := map[string]bool{}
-	for _, u := range update {
-		updating[u.Name] = true
-	}
-	for _, d := range desired {
-		c := mine[d.Name]
-		if c == nil || updating[d.Name] {
-			continue
-		}
-		if _, has := c.Labels[synced.LabelExported]; has && d.Labels[synced.LabelExported] == "" {
-			u := d.DeepCopy()
-			u.ResourceVersion = c.ResourceVersion
-			update = append(update, u)
-		}
-	}
-	sort.Slice(update, func(i, j int) bool { return update[i].Name < update[j].Name })
-	return create, update, del
+	return aggregate.Equal(desired, current)
 }
 
 func clusterIPs(s *corev1.Service) []string {

@@ -123,32 +123,5 @@ func ours(service string, s *discoveryv1.EndpointSlice) bool {
 // Updates are the desired slices carrying the current resourceVersion, ready
 // for an Update call. All three lists are sorted by name.
 func Diff(service string, desired, current []*discoveryv1.EndpointSlice) (create, update, del []*discoveryv1.EndpointSlice) {
-	mine := map[string]*discoveryv1.EndpointSlice{}
-	for _, c := range current {
-		if ours(service, c) {
-			mine[c.Name] = c
-		}
-	}
-	wanted := map[string]bool{}
-	for _, d := range desired {
-		wanted[d.Name] = true
-		c, ok := mine[d.Name]
-		switch {
-		case !ok:
-			create = append(create, d)
-		case !Equal(d, c):
-			u := d.DeepCopy()
-			u.ResourceVersion = c.ResourceVersion
-			update = append(update, u)
-		}
-	}
-	for n, c := range mine {
-		if !wanted[n] {
-			del = append(del, c)
-		}
-	}
-	for _, s := range [][]*discoveryv1.EndpointSlice{create, update, del} {
-		sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
-	}
-	return create, update, del
+	return aggregate.DiffBy(desired, current, func(c *discoveryv1.EndpointSlice) bool { return ours(service, c) }, Equal)
 }

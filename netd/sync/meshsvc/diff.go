@@ -1,7 +1,6 @@
 package meshsvc
 
 import (
-	"sort"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -41,34 +40,7 @@ func Equal(desired, current *discoveryv1.EndpointSlice) bool {
 // slices carrying the current resourceVersion. All lists are sorted by
 // name.
 func Diff(cluster string, desired, current []*discoveryv1.EndpointSlice) (create, update, del []*discoveryv1.EndpointSlice) {
-	ours := map[string]*discoveryv1.EndpointSlice{}
-	for _, c := range current {
-		if IsMirror(cluster, c) {
-			ours[c.Name] = c
-		}
-	}
-	wanted := map[string]bool{}
-	for _, d := range desired {
-		wanted[d.Name] = true
-		c, ok := ours[d.Name]
-		switch {
-		case !ok:
-			create = append(create, d)
-		case !Equal(d, c):
-			u := d.DeepCopy()
-			u.ResourceVersion = c.ResourceVersion
-			update = append(update, u)
-		}
-	}
-	for n, c := range ours {
-		if !wanted[n] {
-			del = append(del, c)
-		}
-	}
-	for _, s := range [][]*discoveryv1.EndpointSlice{create, update, del} {
-		sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
-	}
-	return create, update, del
+	return aggregate.DiffBy(desired, current, func(c *discoveryv1.EndpointSlice) bool { return IsMirror(cluster, c) }, Equal)
 }
 
 func protocol(p string) corev1.Protocol { return corev1.Protocol(p) }
