@@ -39,15 +39,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -61,6 +58,7 @@ import (
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/test/dns/dnsperf"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -130,7 +128,7 @@ func run(coredns string, services, seconds, rounds, qps int) error {
 	fmt.Printf("%d ServiceImports and %d MCS EndpointSlices written in %v\n",
 		2*services, 2*services*len(clusters), time.Since(began).Round(time.Millisecond))
 
-	ports, err := freePorts(3)
+	ports, err := dnsperf.FreePorts(3)
 	if err != nil {
 		return err
 	}
@@ -171,13 +169,13 @@ clusterset.local.:%[5]d {
 			return err
 		}
 	}
-	subject, err := start(ctx, coredns, filepath.Join(dir, "Corefile"), filepath.Join(dir, "coredns.log"))
+	subject, err := dnsperf.Start(ctx, coredns, filepath.Join(dir, "Corefile"), filepath.Join(dir, "coredns.log"))
 	if err != nil {
 		return err
 	}
-	defer stop(subject)
+	defer dnsperf.Stop(subject)
 	for _, p := range ports {
-		if err := waitDNS(p); err != nil {
+		if err := dnsperf.WaitDNS(p, 60*time.Second); err != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "coredns.log"))
 			return fmt.Errorf("%w\n%s", err, b)
 		}
@@ -197,7 +195,7 @@ clusterset.local.:%[5]d {
 	base := &setup{name: "hosts", port: hostsPort}
 	qfile := filepath.Join(dir, "queries.txt")
 	for _, s := range []*setup{kl, k8s, base} {
-		if _, _, _, err := measure(subject.Process.Pid, s, qfile, qps, 1); err != nil {
+		if _, _, _, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, qfile, qps, 1); err != nil {
 			return err
 		}
 	}
@@ -213,7 +211,7 @@ clusterset.local.:%[5]d {
 				order = []*setup{g.b, g.a}
 			}
 			for _, s := range order {
-				cpu, got, n, err := measure(subject.Process.Pid, s, qfile, qps, seconds)
+				cpu, got, n, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, qfile, qps, seconds)
 				if err != nil {
 					return err
 				}
@@ -227,14 +225,14 @@ clusterset.local.:%[5]d {
 	fmt.Println()
 	fmt.Printf("%-24s %10s %16s   (medians of %d rounds of %ds, %d+%d imports)\n", "setup", "qps", "us CPU/query", rounds, seconds, services, services)
 	for _, s := range []*setup{kl, k8s, groups[0].b} {
-		fmt.Printf("%-24s %10.0f %16.2f\n", s.name, median(s.qpsAll), median(s.cpu))
+		fmt.Printf("%-24s %10.0f %16.2f\n", s.name, dnsperf.Median(s.qpsAll), dnsperf.Median(s.cpu))
 	}
 	var last []string
 	for _, g := range groups {
 		sorted := append([]float64(nil), g.ratios...)
 		sort.Float64s(sorted)
-		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, median(g.ratios), sorted[0], sorted[len(sorted)-1])
-		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, median(g.ratios)))
+		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, dnsperf.Median(g.ratios), sorted[0], sorted[len(sorted)-1])
+		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, dnsperf.Median(g.ratios)))
 	}
 	fmt.Printf("dns ratios: %s\n", strings.Join(last, " "))
 	return nil
@@ -396,127 +394,4 @@ func sameAnswers(name string, a, b int, queries string) error {
 		}
 	}
 	return nil
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-var (
-	completedRE = regexp.MustCompile(`Queries completed:\s+(\d+)`)
-	qpsRE       = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
-	lostRE      = regexp.MustCompile(`Queries lost:\s+(\d+)`)
-)
-
-// measure runs dnsperf against one setup and returns the process's CPU
-// microseconds per completed query, the achieved rate and the count.
-func measure(pid int, s *setup, queries string, qps, seconds int) (float64, float64, int, error) {
-	before, err := cpuTicks(pid)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	out, err := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(s.port), "-d", queries,
-		"-l", strconv.Itoa(seconds), "-Q", strconv.Itoa(qps), "-c", "4", "-t", "2").CombinedOutput()
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("dnsperf %s: %w\n%s", s.name, err, out)
-	}
-	after, err := cpuTicks(pid)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	m, q := completedRE.FindSubmatch(out), qpsRE.FindSubmatch(out)
-	if m == nil || q == nil {
-		return 0, 0, 0, fmt.Errorf("unexpected dnsperf output:\n%s", out)
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	got, _ := strconv.ParseFloat(string(q[1]), 64)
-	if l := lostRE.FindSubmatch(out); l != nil && string(l[1]) != "0" {
-		fmt.Printf("  (%s: %s queries lost)\n", s.name, l[1])
-	}
-	if n == 0 {
-		return 0, 0, 0, fmt.Errorf("dnsperf %s: no query completed:\n%s", s.name, out)
-	}
-	return float64(after-before) / clockTicks * 1e6 / float64(n), got, n, nil
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
-	}
-	return u + st, nil
-}
-
-func start(ctx context.Context, bin, conf, logPath string) (*exec.Cmd, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, bin, "-conf", conf, "-quiet")
-	cmd.Dir = filepath.Dir(conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	return cmd, nil
-}
-
-func stop(cmd *exec.Cmd) {
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	_ = cmd.Wait()
-}
-
-func freePorts(n int) ([]int, error) {
-	var out []int
-	var hold []net.PacketConn
-	defer func() {
-		for _, h := range hold {
-			h.Close()
-		}
-	}()
-	for len(out) < n {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		hold = append(hold, c)
-		p := c.LocalAddr().(*net.UDPAddr).Port
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
-			l.Close()
-			out = append(out, p)
-		}
-	}
-	return out, nil
-}
-
-func waitDNS(port int) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("no DNS server on port %d after 60s", port)
 }

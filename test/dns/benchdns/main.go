@@ -37,17 +37,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/kubelink/kubelink/test/dns/dnsperf"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -97,7 +95,7 @@ func run(coredns string, seconds, rounds, localQPS, fwdQPS, services int) error 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	ports, err := freePorts(7)
+	ports, err := dnsperf.FreePorts(7)
 	if err != nil {
 		return err
 	}
@@ -212,18 +210,18 @@ cluster.local.:%[8]d {
 		}
 	}
 
-	up, err := start(ctx, coredns, filepath.Join(dir, "Corefile.upstream"), filepath.Join(dir, "upstream.log"))
+	up, err := dnsperf.Start(ctx, coredns, filepath.Join(dir, "Corefile.upstream"), filepath.Join(dir, "upstream.log"))
 	if err != nil {
 		return err
 	}
-	defer stop(up)
-	subject, err := start(ctx, coredns, filepath.Join(dir, "Corefile"), filepath.Join(dir, "subject.log"))
+	defer dnsperf.Stop(up)
+	subject, err := dnsperf.Start(ctx, coredns, filepath.Join(dir, "Corefile"), filepath.Join(dir, "subject.log"))
 	if err != nil {
 		return err
 	}
-	defer stop(subject)
+	defer dnsperf.Stop(subject)
 	for _, p := range []int{upPort, klPort, hostsPort, rwPort, meshHostsPort, k8sPort} {
-		if err := waitDNS(p); err != nil {
+		if err := dnsperf.WaitDNS(p, 30*time.Second); err != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "subject.log"))
 			return fmt.Errorf("%w\n%s", err, b)
 		}
@@ -264,7 +262,7 @@ cluster.local.:%[8]d {
 	// Warm up (connection pools, caches, JIT-free but page-faulting).
 	for _, g := range groups {
 		for _, s := range []*setup{g.a, g.b} {
-			if _, _, _, err := measure(subject.Process.Pid, s, 1); err != nil {
+			if _, _, _, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, s.queries, s.qps, 1); err != nil {
 				return err
 			}
 		}
@@ -278,7 +276,7 @@ cluster.local.:%[8]d {
 				order = []*setup{g.b, g.a}
 			}
 			for _, s := range order {
-				cpu, qps, n, err := measure(subject.Process.Pid, s, seconds)
+				cpu, qps, n, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, s.queries, s.qps, seconds)
 				if err != nil {
 					return err
 				}
@@ -293,7 +291,7 @@ cluster.local.:%[8]d {
 	fmt.Printf("%-20s %10s %16s   (medians of %d rounds of %ds, %d Services per cluster)\n", "setup", "qps", "us CPU/query", rounds, seconds, services)
 	for _, g := range groups {
 		for _, s := range []*setup{g.a, g.b} {
-			fmt.Printf("%-20s %10.0f %16.2f\n", s.name, median(s.qpsAll), median(s.cpu))
+			fmt.Printf("%-20s %10.0f %16.2f\n", s.name, dnsperf.Median(s.qpsAll), dnsperf.Median(s.cpu))
 		}
 	}
 	fmt.Println()
@@ -301,8 +299,8 @@ cluster.local.:%[8]d {
 	for _, g := range groups {
 		sorted := append([]float64(nil), g.ratios...)
 		sort.Float64s(sorted)
-		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, median(g.ratios), sorted[0], sorted[len(sorted)-1])
-		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, median(g.ratios)))
+		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, dnsperf.Median(g.ratios), sorted[0], sorted[len(sorted)-1])
+		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, dnsperf.Median(g.ratios)))
 	}
 	fmt.Printf("dns ratios: %s\n", strings.Join(last, " "))
 	return nil
@@ -314,134 +312,6 @@ type group struct {
 	ratio  string
 	a, b   *setup
 	ratios []float64
-}
-
-// median of a non-empty sample.
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-var (
-	completedRE = regexp.MustCompile(`Queries completed:\s+(\d+)`)
-	qpsRE       = regexp.MustCompile(`Queries per second:\s+([\d.]+)`)
-	lostRE      = regexp.MustCompile(`Queries lost:\s+(\d+)`)
-)
-
-// measure runs dnsperf against one setup and returns the subject's CPU
-// microseconds per completed query, the achieved rate and the count.
-func measure(pid int, s *setup, seconds int) (float64, float64, int, error) {
-	before, err := cpuTicks(pid)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	out, err := exec.Command("dnsperf", "-s", "127.0.0.1", "-p", strconv.Itoa(s.port), "-d", s.queries,
-		"-l", strconv.Itoa(seconds), "-Q", strconv.Itoa(s.qps), "-c", "4", "-t", "2").CombinedOutput()
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("dnsperf %s: %w\n%s", s.name, err, out)
-	}
-	after, err := cpuTicks(pid)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	m := completedRE.FindSubmatch(out)
-	q := qpsRE.FindSubmatch(out)
-	if m == nil || q == nil {
-		return 0, 0, 0, fmt.Errorf("unexpected dnsperf output:\n%s", out)
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	qps, _ := strconv.ParseFloat(string(q[1]), 64)
-	if l := lostRE.FindSubmatch(out); l != nil && string(l[1]) != "0" {
-		fmt.Printf("  (%s: %s queries lost)\n", s.name, l[1])
-	}
-	if n == 0 {
-		return 0, 0, 0, fmt.Errorf("dnsperf %s: no query completed:\n%s", s.name, out)
-	}
-	ticks := float64(after - before)
-	return ticks / float64(clockTicks) * 1e6 / float64(n), qps, n, nil
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-// cpuTicks is utime+stime of a process.
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name may contain spaces; fields follow the last ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parsing /proc/%d/stat", pid)
-	}
-	return u + st, nil
-}
-
-func start(ctx context.Context, bin, conf, logPath string) (*exec.Cmd, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, bin, "-conf", conf, "-quiet")
-	cmd.Dir = filepath.Dir(conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	return cmd, nil
-}
-
-func stop(cmd *exec.Cmd) {
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	_ = cmd.Wait()
-}
-
-func freePorts(n int) ([]int, error) {
-	var out []int
-	var hold []net.PacketConn
-	defer func() {
-		for _, h := range hold {
-			h.Close()
-		}
-	}()
-	for len(out) < n {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		hold = append(hold, c)
-		p := c.LocalAddr().(*net.UDPAddr).Port
-		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
-			l.Close()
-			out = append(out, p)
-		}
-	}
-	return out, nil
-}
-
-func waitDNS(port int) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("no DNS server on port %d after 30s", port)
 }
 
 func waitKubelink(port int) error {
