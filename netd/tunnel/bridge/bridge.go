@@ -235,7 +235,9 @@ func (b *Bridge) Close() error {
 }
 
 // Configure makes the peers exactly these. Unchanged peers keep their
-// connections.
+// connections, and so do peers whose allowed IPs alone changed (a relayed
+// link coming and going changes them): tearing down a working connection
+// for a routing change left the link dark until the peer redialled.
 func (b *Bridge) Configure(_ context.Context, peers []tunnel.Peer) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -247,6 +249,14 @@ func (b *Bridge) Configure(_ context.Context, peers []tunnel.Peer) error {
 	for name, p := range b.peers {
 		w, ok := want[name]
 		if ok && samePeer(p.cfg, w) {
+			continue
+		}
+		if ok && p.cfg.Endpoint == w.Endpoint && p.cfg.Host == w.Host {
+			// Only AllowedIPs differ; they are read under b.mu alone
+			// (the routes below), so the connection goroutines, which
+			// read the other fields, are not disturbed.
+			p.cfg.AllowedIPs = append([]netip.Prefix(nil), w.AllowedIPs...)
+			changed = true
 			continue
 		}
 		p.cancel()
