@@ -605,13 +605,13 @@ func TestMeshInABox(t *testing.T) {
 		// Up means a handshake; the data path of a restarted WireGuard peer
 		// may take longer (stale sessions on the other side). Measure it,
 		// with the tunnel counters of both ends while it does not work.
-		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2))
+		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2), gatewayLogs(k1, k2))
 		expectURL(t, k1, "http://"+meshVIP+"/", "echo from kubelink2")
 	})
 
 	m.Step("f: kubelink1's apiserver is down", func() {
 		k1.Env.StopAPIServer()
-		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2))
+		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2), gatewayLogs(k1, k2))
 		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3")
 		if out := dig(t, k1, k1.Value("dns.serviceIP"), "echo.default.svc.kubelink2.kubelink", "A"); !strings.Contains(out, echo["kubelink2"]) {
 			t.Fatalf("DNS broke without the apiserver:\n%s", out)
@@ -782,8 +782,8 @@ func expectURL(t *testing.T, c *Cluster, u, want string) {
 // recovered curls ip from c (single 2 s attempts) until the answer holds
 // want, at most within; it logs how long that took and, for every failed
 // attempt, what diag says (tunnel counters). It fails only if the data path
-// does not come back within.
-func recovered(t *testing.T, c *Cluster, ip, want string, within time.Duration, diag func(context.Context) string) {
+// does not come back within, with what logs returns (the gateways' logs).
+func recovered(t *testing.T, c *Cluster, ip, want string, within time.Duration, diag func(context.Context) string, logs func() string) {
 	t.Helper()
 	began := time.Now()
 	var fails []string
@@ -800,7 +800,7 @@ func recovered(t *testing.T, c *Cluster, ip, want string, within time.Duration, 
 		fails = append(fails, fmt.Sprintf("%s: %v %s; %s", time.Since(began).Round(time.Millisecond), err, strings.TrimSpace(out), diag(ctx)))
 		cancel()
 		if time.Since(began) > within {
-			t.Fatalf("curl http://%s/ from %s: no answer within %s:\n  %s", ip, c.Name, within, strings.Join(fails, "\n  "))
+			t.Fatalf("curl http://%s/ from %s: no answer within %s:\n  %s\n%s", ip, c.Name, within, strings.Join(fails, "\n  "), logs())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -814,6 +814,11 @@ func tunnelDiag(k1, k2 *Cluster) func(context.Context) string {
 		b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
 		return "kubelink1: " + linkMetrics(a, "kubelink2") + " | kubelink2: " + linkMetrics(b, "kubelink1")
 	}
+}
+
+// gatewayLogs are the broker logs of both clusters, for a failure message.
+func gatewayLogs(k1, k2 *Cluster) func() string {
+	return func() string { return k1.procLogs("kubelink-") + "\n" + k2.procLogs("kubelink-broker") }
 }
 
 // linkMetrics picks a link's tunnel counters out of a broker's /metrics.

@@ -820,11 +820,19 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() error, c *Cluster)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	t.Fatalf("timed out after %s: %v\n%s", timeout, err, c.procLogs(""))
+}
+
+// procLogs are the last 3,000 bytes of the log of every process of c whose
+// pod name starts with prefix ("": all), for failure messages.
+func (c *Cluster) procLogs(prefix string) string {
 	var logs []string
 	c.mu.Lock()
 	names := make([]string, 0, len(c.procs))
 	for n := range c.procs {
-		names = append(names, n)
+		if strings.HasPrefix(n, prefix) {
+			names = append(names, n)
+		}
 	}
 	c.mu.Unlock()
 	sort.Strings(names)
@@ -833,7 +841,7 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() error, c *Cluster)
 		if len(l) > 3000 {
 			l = l[len(l)-3000:]
 		}
-		logs = append(logs, "--- "+n+"\n"+l)
+		logs = append(logs, "--- "+c.Name+" "+n+"\n"+l)
 	}
-	t.Fatalf("timed out after %s: %v\n%s", timeout, err, strings.Join(logs, "\n"))
+	return strings.Join(logs, "\n")
 }
