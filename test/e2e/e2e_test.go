@@ -611,7 +611,10 @@ func TestMeshInABox(t *testing.T) {
 
 	m.Step("f: kubelink1's apiserver is down", func() {
 		k1.Env.StopAPIServer()
-		recovered(t, k1, echo["kubelink2"], "echo from kubelink2", 45*time.Second, tunnelDiag(k1, k2), gatewayLogs(k1, k2))
+		// At once: a gateway that cannot renew its Lease gives up its
+		// data path after the renew deadline (two thirds of the lease
+		// duration); what is checked here is the time before that.
+		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2")
 		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3")
 		if out := dig(t, k1, k1.Value("dns.serviceIP"), "echo.default.svc.kubelink2.kubelink", "A"); !strings.Contains(out, echo["kubelink2"]) {
 			t.Fatalf("DNS broke without the apiserver:\n%s", out)
