@@ -5,6 +5,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,8 +52,16 @@ func TestEnvironment(t *testing.T) {
 	if _, err := env.Client().RbacV1().RoleBindings("kube-system").Create(ctx, rb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sa.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); err != nil {
-		t.Fatalf("service account cannot list secrets after the grant: %v", err)
+	// The RBAC authorizer reads bindings through informers: a grant takes
+	// effect a moment after it is written, not with the write.
+	var listErr error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, listErr = sa.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{}); listErr == nil {
+			break
+		}
+	}
+	if listErr != nil {
+		t.Fatalf("service account cannot list secrets 10s after the grant: %v", listErr)
 	}
 	if kubeconfig == "" {
 		t.Fatal("no kubeconfig written for the service account")
