@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubelink/kubelink/api/synced"
+	remotesync "github.com/kubelink/kubelink/netd/sync/remote"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -126,6 +128,7 @@ func syncFlow(t *testing.T, tm *testMesh) {
 	}
 
 	kubernetesModeDNS(t, k1, r, remoteIP)
+	exportedNames(t, k1, r, tm.echo["kubelink1"], remoteIP, want, wantPod)
 
 	// kubelink3's gateway dies: kubelink1's link leaves Up, the synced
 	// endpoint turns not ready and curl is refused — all within the Down
@@ -394,4 +397,85 @@ func expectRefused(c *Cluster, url string) (string, error) {
 		return msg, fmt.Errorf("%s: curl %s from the client pod: exit %d after %s: %q, want refused at once (exit 7, Connection refused)", c.Name, url, code, took.Round(time.Millisecond), msg)
 	}
 	return msg, nil
+}
+
+// exportedNames: remote exports its echo Service with a ServiceExport, as a
+// user writes it. From's client pod, through its own cluster DNS, then
+// resolves and curls
+//   - echo.default.svc.clusterset.local: the ServiceImport netd sync
+//     writes in from, whose ClusterSetIP is from's own echo ClusterIP
+//     (aggregation balances it over every exporting cluster; from's echo
+//     has no pods here, so remote answers);
+//   - echo.default.svc.global.<mesh>: the union over the Up clusters that
+//     export it, answered by from's mesh DNS: remote's echo ClusterIP.
+//
+// Withdrawing the export removes both answers again.
+func exportedNames(t *testing.T, from, remote *Cluster, localIP, remoteIP, want, wantPod string) {
+	t.Helper()
+	ctx := context.Background()
+	export := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": remotesync.ServiceExports.GroupVersion().String(), "kind": "ServiceExport",
+		"metadata": map[string]any{"name": "echo", "namespace": "default"},
+	}}
+	exports := remote.Env.Dynamic().Resource(remotesync.ServiceExports).Namespace("default")
+	began := time.Now()
+	if _, err := exports.Create(ctx, export, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("%s: creating ServiceExport default/echo: %v", remote.Name, err)
+	}
+	clusterset := "echo.default.svc.clusterset.local"
+	global := "echo.default.svc.global.kubelink"
+	for _, q := range []struct{ name, ip string }{{clusterset, localIP}, {global, remoteIP}} {
+		waitFor(t, 30*time.Second, func() error {
+			status, addrs, err := podLookup(from, q.name)
+			if err != nil || status != "NOERROR" || !slices.Equal(addrs, []string{q.ip}) {
+				return fmt.Errorf("%s: dig %s from the client pod: %s %v (%v), want exactly %s", from.Name, q.name, status, addrs, err, q.ip)
+			}
+			return nil
+		}, from)
+		resolved := time.Since(began)
+		var answer string
+		waitFor(t, 30*time.Second, func() error {
+			var err error
+			answer, err = expectServed(from, "http://"+q.name+"/", want, wantPod)
+			return err
+		}, from)
+		t.Logf("%s exports echo: from %s's client pod %s resolves to %s after %s, curl answered by %s after %s: %s",
+			remote.Name, from.Name, q.name, q.ip, resolved.Round(time.Millisecond), remote.Name, time.Since(began).Round(time.Millisecond), answer)
+	}
+	if err := exports.Delete(ctx, "echo", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("%s: deleting ServiceExport default/echo: %v", remote.Name, err)
+	}
+	withdrawn := time.Now()
+	waitFor(t, 30*time.Second, func() error {
+		if status, addrs, err := podLookup(from, clusterset); err != nil || status != "NXDOMAIN" {
+			return fmt.Errorf("%s: dig %s after the export was withdrawn: %s %v (%v), want NXDOMAIN", from.Name, clusterset, status, addrs, err)
+		}
+		if _, addrs, err := podLookup(from, global); err != nil || slices.Contains(addrs, remoteIP) {
+			return fmt.Errorf("%s: dig %s after the export was withdrawn: %v (%v), want no %s", from.Name, global, addrs, err, remoteIP)
+		}
+		return nil
+	}, from)
+	t.Logf("%s withdrew the export: %s NXDOMAIN and %s without %s after %s", remote.Name, clusterset, global, remoteIP, time.Since(withdrawn).Round(time.Millisecond))
+}
+
+// podLookup asks for name's A records from c's client pod through its
+// resolv.conf (the cluster DNS), as an application would, and returns the
+// response code and the addresses of the answer.
+func podLookup(c *Cluster, name string) (status string, addrs []string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := c.ExecPod(ctx, "client", "dig", "+tries=1", "+time=3", "+noall", "+comments", "+answer", name, "A")
+	if err != nil {
+		return "", nil, fmt.Errorf("dig %s: %w: %s", name, err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if i := strings.Index(l, "status: "); i >= 0 {
+			status = strings.TrimSuffix(strings.Fields(l[i+len("status: "):])[0], ",")
+		}
+		if f := strings.Fields(l); len(f) == 5 && f[3] == "A" && !strings.HasPrefix(l, ";") {
+			addrs = append(addrs, f[4])
+		}
+	}
+	slices.Sort(addrs)
+	return status, addrs, nil
 }
