@@ -1,7 +1,6 @@
 package meshsvc
 
 import (
-
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
