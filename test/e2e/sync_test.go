@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubelink/kubelink/api/synced"
+	"github.com/kubelink/kubelink/api/v1alpha1"
+	"github.com/kubelink/kubelink/netd/broker"
 	remotesync "github.com/kubelink/kubelink/netd/sync/remote"
 	"github.com/kubelink/kubelink/test/testenv"
 )
@@ -41,6 +44,12 @@ const (
 	clusterLocalEcho = "echo.default.svc.cluster.local"
 	// conditionAPIAccess is the KubeLink condition netd sync writes.
 	conditionAPIAccess = "APIAccess"
+	// advertisedSA is the ServiceAccount of kubelink3 whose token its
+	// gateway advertises (--service-account).
+	advertisedSA = "mesh-reader"
+	// remotecfgReader is the ServiceAccount, ClusterRole and binding netd
+	// kubeconfig creates in the remote cluster (its defaults).
+	remotecfgReader = "kubelink-remote-reader"
 	// endpointSliceController is the managed-by value of the slices
 	// kube-controller-manager builds from the Service's own pods.
 	endpointSliceController = "endpointslice-controller.k8s.io"
@@ -128,7 +137,7 @@ func syncFlow(t *testing.T, tm *testMesh) {
 	}
 
 	kubernetesModeDNS(t, k1, r, remoteIP)
-	exportedNames(t, k1, r, tm.echo["kubelink1"], remoteIP, want, wantPod)
+	advertiseAPIAccess(t, r)
 
 	// kubelink3's gateway dies: kubelink1's link leaves Up, the synced
 	// endpoint turns not ready and curl is refused — all within the Down
@@ -179,6 +188,11 @@ func syncFlow(t *testing.T, tm *testMesh) {
 	}, k1)
 	t.Logf("%s's gateway restarted: link Up after %s, synced endpoint ready after %s, curl answered by %s after %s",
 		syncRemote, up.Round(time.Millisecond), ready.Round(time.Millisecond), syncRemote, time.Since(restarted).Round(time.Millisecond))
+
+	// The restarted gateway advertises its API access; kubelink1 switches
+	// to it, and the exported names (read with the advertised token) work.
+	switchToAdvertised(t, k1, r)
+	exportedNames(t, k1, r, tm.echo["kubelink1"], remoteIP, want, wantPod)
 
 	// kubelink1's echo pod back: its Service has local endpoints again (and
 	// kubelink3's beside them; later steps do not use kubelink1's echo).
@@ -478,4 +492,74 @@ func podLookup(c *Cluster, name string) (status string, addrs []string, err erro
 	}
 	slices.Sort(addrs)
 	return status, addrs, nil
+}
+
+// advertiseAPIAccess is the seed's way to the same access: remote's bridge
+// gateway advertises a token of a ServiceAccount of its own in the hello
+// (--service-account, chart broker.serviceAccountAdvertisement). The user
+// creates the ServiceAccount with read rights (here bound to the ClusterRole
+// netd kubeconfig made) and sets the value; it takes effect when the
+// gateway next starts.
+func advertiseAPIAccess(t *testing.T, remote *Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, args := range [][]string{
+		{"create", "serviceaccount", advertisedSA, "-n", "kubelink"},
+		{"create", "clusterrolebinding", advertisedSA, "--clusterrole", remotecfgReader, "--serviceaccount", "kubelink:" + advertisedSA},
+	} {
+		if out, err := remote.Env.Kubectl(ctx, args...); err != nil {
+			t.Fatalf("%s: kubectl %s: %v\n%s", remote.Name, strings.Join(args, " "), err, out)
+		}
+	}
+	remote.UpgradeRelease("kubelink", map[string]any{"broker": map[string]any{"serviceAccountAdvertisement": advertisedSA}})
+}
+
+// switchToAdvertised: from's gateway has written remote's advertisement
+// into the Secret <remote>-apiaccess; the user points the link's apiAccess
+// at it and revokes the identity netd kubeconfig created (its
+// ServiceAccount in remote, the Secret in from). netd sync reconnects with
+// the advertised token; the caller's next remote change proves it reads
+// with it (the old token no longer authenticates).
+func switchToAdvertised(t *testing.T, from, remote *Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	name := remote.Name + broker.APIAccessSecretSuffix
+	began := time.Now()
+	waitFor(t, 30*time.Second, func() error {
+		s, err := from.Client.CoreV1().Secrets("kubelink").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("%s: Secret kubelink/%s: %w", from.Name, name, err)
+		}
+		if len(s.Data[v1alpha1.APIAccessTokenKey]) == 0 || len(s.Data[v1alpha1.APIAccessCAKey]) == 0 || s.Labels[broker.LabelManagedBy] != broker.ManagedBy {
+			return fmt.Errorf("%s: Secret kubelink/%s has keys %v and labels %v, want the advertised token and CA, managed by %s", from.Name, name, slices.Sorted(maps.Keys(s.Data)), s.Labels, broker.ManagedBy)
+		}
+		return nil
+	}, from)
+	written := time.Since(began)
+	from.UpgradeRelease(syncBridgeRelease, map[string]any{"links": withAPIAccess(t, remote.Name, map[string]any{"name": name, "namespace": "kubelink"})})
+	if err := remote.Client.CoreV1().ServiceAccounts("kubelink").Delete(ctx, remotecfgReader, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("%s: revoking netd kubeconfig's ServiceAccount kubelink/%s: %v", remote.Name, remotecfgReader, err)
+	}
+	if err := from.Client.CoreV1().Secrets("kubelink").Delete(ctx, syncSecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("%s: deleting Secret kubelink/%s: %v", from.Name, syncSecret, err)
+	}
+	waitFor(t, 60*time.Second, func() error {
+		l := from.KubeLinks()[remote.Name]
+		if got, _, _ := unstructured.NestedString(l.Object, "spec", "apiAccess", "name"); got != name {
+			return fmt.Errorf("%s: KubeLink %s spec.apiAccess.name is %q, want %q", from.Name, remote.Name, got, name)
+		}
+		// The condition must be about this spec: netd sync restarts a
+		// connection whose credentials changed, and writes the new
+		// connection's state with the generation it saw.
+		conds, _, _ := unstructured.NestedSlice(l.Object, "status", "conditions")
+		for _, x := range conds {
+			if cm, _ := x.(map[string]any); cm["type"] == conditionAPIAccess && cm["observedGeneration"] != l.GetGeneration() {
+				return fmt.Errorf("%s: KubeLink %s condition %s is of generation %v, the spec's is %d", from.Name, remote.Name, conditionAPIAccess, cm["observedGeneration"], l.GetGeneration())
+			}
+		}
+		return apiAccessTrue(from, remote.Name)
+	}, from)
+	t.Logf("%s advertises a token of kubelink/%s: %s's gateway wrote Secret kubelink/%s after %s; apiAccess switched to it and the netd kubeconfig identity revoked, APIAccess True after %s",
+		remote.Name, advertisedSA, from.Name, name, written.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 }
