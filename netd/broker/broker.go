@@ -53,7 +53,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	election := runtime.Election{Core: clients.Core, Log: log}
 	if cfg.LeaseName != "" {
-		election.Lease = leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration}
+		election.Lease = leader.Options{Namespace: ns, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration, OutageHold: cfg.LeaseOutageHold}
 	}
 	// Lead returns only after runActive (and with it the cleanup of the
 	// device, routes, rule and table) has returned.

@@ -75,6 +75,8 @@ type Config struct {
 	LeaseName      string
 	LeaseNamespace string
 	LeaseDuration  time.Duration
+	// LeaseOutageHold: see runtime.ElectionFlags (--lease-outage-hold).
+	LeaseOutageHold time.Duration
 	// OmitLease (--omit-lease): no election even with --lease-name.
 	OmitLease bool
 	// Keepalive is the WireGuard persistent keepalive / bridge heartbeat;
@@ -128,7 +130,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.LocalStatus, "local-status", true, "publish the LocalLinks' status (state, gateway, public key); false for an additional broker beside the main one")
 	fs.IntVar(&c.RouteTable, "route-table", 0, "routing table for the mesh routes (0 = main)")
 	fs.IntVar(&c.RulePriority, "rule-priority", 32000, "priority of the rule looking up --route-table")
-	runtime.ElectionFlags{LeaseName: &c.LeaseName, LeaseNamespace: &c.LeaseNamespace, LeaseDuration: &c.LeaseDuration}.Register(fs, "broker")
+	runtime.ElectionFlags{LeaseName: &c.LeaseName, LeaseNamespace: &c.LeaseNamespace, LeaseDuration: &c.LeaseDuration, OutageHold: &c.LeaseOutageHold}.Register(fs, "broker")
 	fs.BoolVar(&c.OmitLease, "omit-lease", false, "no leader election even with --lease-name (development)")
 	fs.DurationVar(&c.Keepalive, "keepalive", 20*time.Second, "keepalive interval; a link is Down when nothing arrives for 3 intervals")
 	fs.BoolVar(&c.VXLAN, "vxlan", false, "node mode (hostNetwork) only: decapsulate the routers' VXLAN (netd router --vxlan); the active broker owns the device "+vxlan.GatewayDevice+" (in pod mode the router on the gateway's node decapsulates)")
@@ -210,6 +212,9 @@ func (c *Config) validate() error {
 	}
 	if c.LeaseDuration < 0 || c.LeaseName != "" && c.LeaseDuration < time.Second {
 		return fmt.Errorf("--lease-duration %s: must be at least 1s", c.LeaseDuration)
+	}
+	if c.LeaseOutageHold < 0 {
+		return fmt.Errorf("--lease-outage-hold %s: must not be negative", c.LeaseOutageHold)
 	}
 	if err := runtime.CheckRouteTable(c.RouteTable, c.RulePriority); err != nil {
 		return err

@@ -1,17 +1,30 @@
 // Package leader runs Lease-based leader election for netd's roles: one
 // active replica (the broker's gateway), standbys take over when its lease
 // expires.
+//
+// It differs from client-go's leaderelection in one way that matters for
+// a data path: a leader that cannot renew because the API server does not
+// answer keeps leading (its tunnels, routes and NAT stay up) until it
+// either renews again or sees another holder. client-go's elector gives
+// up at the renew deadline, so a control-plane outage of ten seconds took
+// the mesh down with it, even with a single replica that nobody could
+// replace. Options.OutageHold bounds the wait where a standby that still
+// reaches the API server should win sooner.
 package leader
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
@@ -23,6 +36,12 @@ type Options struct {
 	// Duration is the lease duration; renew deadline and retry period are
 	// derived from it (2/3 and 1/4).
 	Duration time.Duration
+	// OutageHold bounds how long past the renew deadline a leader that
+	// cannot reach the API server keeps leading; 0: until the API server
+	// answers again. Seeing another holder ends leading at once either way.
+	OutageHold time.Duration
+	// Log receives the outage's start and end (nil: discarded).
+	Log *slog.Logger
 }
 
 // ErrLost is returned by Run when this replica lost the lease while ctx was
@@ -33,101 +52,218 @@ var ErrLost = errors.New("lost the lease")
 // returns, calling lead while this replica is the leader.
 //
 // Run returns only after lead has returned, so the active side's cleanup
-// (devices, tables, routes) is done before the process exits: client-go
-// starts OnStartedLeading in a goroutine of its own and returns from
-// LeaderElector.Run without waiting for it. lead's context ends when ctx
-// ends or the lease is lost. The lease is released (ReleaseOnCancel) only
-// after lead has returned, so a standby does not take over while this
-// replica still cleans up.
+// (devices, tables, routes) is done before the process exits. lead's
+// context ends when ctx ends or the lease is lost: another identity holds
+// it, or the API server has been unreachable longer than the renew
+// deadline plus OutageHold (when set). The lease is released only after
+// lead has returned, so a standby does not take over while this replica
+// still cleans up.
 //
-// Run returns nil when ctx ended, lead's error when lead failed, and an
-// error wrapping ErrLost when the lease was lost.
+// Run returns nil when ctx ended (or lead returned nil by itself), lead's
+// error when lead failed, and an error wrapping ErrLost when the lease was
+// lost.
 func Run(ctx context.Context, core kubernetes.Interface, o Options, lead func(context.Context) error) error {
 	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, o.Namespace, o.Name,
 		core.CoreV1(), core.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: o.Identity})
 	if err != nil {
 		return fmt.Errorf("creating lease lock %s/%s: %w", o.Namespace, o.Name, err)
 	}
-	// The election's own context: it outlives ctx while lead cleans up,
-	// so the lease is renewed until then and released after.
-	electCtx, stopElect := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopElect()
-
-	var (
-		mu      sync.Mutex
-		ended   bool // LeaderElector.Run returned: no lead starts any more
-		leading bool
-		leadErr error
-		wg      sync.WaitGroup
-	)
-	// A standby stops electing as soon as ctx ends; a leader only once
-	// lead has returned (below).
-	stopWatch := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !leading {
-			stopElect()
-		}
-	})
-	defer stopWatch()
-
-	started := func(lostCtx context.Context) {
-		mu.Lock()
-		if ended || ctx.Err() != nil {
-			// Run has returned or is shutting down before lead began:
-			// nothing to lead, nothing to clean up.
-			mu.Unlock()
-			return
-		}
-		leading = true
-		wg.Add(1)
-		mu.Unlock()
-		defer wg.Done()
-		// lead ends with ctx (shutdown) or lostCtx (the lease was lost,
-		// client-go cancels it).
-		lctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(lostCtx, cancel)
-		err := lead(lctx)
-		stop()
-		cancel()
-		mu.Lock()
-		leadErr = err
-		mu.Unlock()
-		// The cleanup is done: give up the lease.
-		stopElect()
+	e := &elector{o: o, lock: lock, now: time.Now, log: o.Log}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
 	}
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   o.Duration,
-		RenewDeadline:   o.Duration * 2 / 3,
-		RetryPeriod:     o.Duration / 4,
-		ReleaseOnCancel: true,
-		Name:            o.Name,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: started,
-			OnStoppedLeading: func() {},
-		},
-	})
+	e.renewDeadline, e.retry = o.Duration*2/3, o.Duration/4
+	if !e.acquire(ctx) {
+		return nil
+	}
+	return e.lead(ctx, lead)
+}
+
+// elector is one replica's view of the lease.
+type elector struct {
+	o                    Options
+	lock                 resourcelock.Interface
+	now                  func() time.Time
+	log                  *slog.Logger
+	renewDeadline, retry time.Duration
+
+	// observedRaw is the lease record last seen and observedAt when it
+	// was first seen (local clock): another holder's lease has expired
+	// when its record has not changed for its duration. Comparing against
+	// our own clock, not the record's times, keeps clock skew between
+	// nodes out of it (as client-go does).
+	observedRaw []byte
+	observedAt  time.Time
+}
+
+// outcome of one attempt to acquire or renew.
+type outcome int
+
+const (
+	// held: this replica holds the lease (acquired or renewed now).
+	held outcome = iota
+	// heldByOther: another identity holds a lease that has not expired.
+	heldByOther
+	// failed: no answer, an error, or a write that lost a race; the next
+	// attempt decides.
+	failed
+)
+
+// try acquires or renews the lease once.
+func (e *elector) try(ctx context.Context) (outcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(e.retry, e.renewDeadline/2))
+	defer cancel()
+	now := e.now()
+	rec := resourcelock.LeaderElectionRecord{
+		HolderIdentity:       e.o.Identity,
+		LeaseDurationSeconds: max(1, int(e.o.Duration/time.Second)),
+		AcquireTime:          metav1.NewTime(now),
+		RenewTime:            metav1.NewTime(now),
+	}
+	old, raw, err := e.lock.Get(ctx)
+	if apierrors.IsNotFound(err) {
+		if err := e.lock.Create(ctx, rec); err != nil {
+			return failed, fmt.Errorf("creating the lease: %w", err)
+		}
+		return held, nil
+	}
 	if err != nil {
-		return fmt.Errorf("leader election %s/%s: %w", o.Namespace, o.Name, err)
+		return failed, fmt.Errorf("reading the lease: %w", err)
 	}
-	le.Run(electCtx)
-	mu.Lock()
-	ended = true
-	mu.Unlock()
-	wg.Wait()
+	if !bytes.Equal(raw, e.observedRaw) {
+		e.observedRaw, e.observedAt = raw, now
+	}
+	expired := !e.observedAt.Add(time.Duration(old.LeaseDurationSeconds) * time.Second).After(now)
+	if old.HolderIdentity != "" && old.HolderIdentity != e.o.Identity && !expired {
+		return heldByOther, nil
+	}
+	rec.LeaderTransitions = old.LeaderTransitions
+	if old.HolderIdentity == e.o.Identity {
+		rec.AcquireTime = old.AcquireTime
+	} else {
+		rec.LeaderTransitions++
+	}
+	if err := e.lock.Update(ctx, rec); err != nil {
+		return failed, fmt.Errorf("renewing the lease: %w", err)
+	}
+	return held, nil
+}
 
-	mu.Lock()
-	defer mu.Unlock()
+// acquire waits until this replica holds the lease; false when ctx ended
+// first.
+func (e *elector) acquire(ctx context.Context) bool {
+	for {
+		if o, _ := e.try(ctx); o == held {
+			return true
+		}
+		if !sleep(ctx, jitter(e.retry)) {
+			return false
+		}
+	}
+}
+
+// lead runs lead while renewing the lease, then releases it.
+func (e *elector) lead(ctx context.Context, lead func(context.Context) error) error {
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg      sync.WaitGroup
+		leadErr error
+	)
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(done)
+		leadErr = lead(lctx)
+	}()
+
+	lost := e.renew(ctx, done)
+	stop()
+	wg.Wait()
+	if lost == nil {
+		e.release(ctx)
+	}
 	switch {
 	case leadErr != nil:
 		return leadErr
-	case ctx.Err() != nil:
-		return nil
-	case leading:
-		// lead returned without an error while ctx is live: only a lost
-		// lease ends it that way.
-		return fmt.Errorf("%w %s/%s", ErrLost, o.Namespace, o.Name)
+	case lost != nil:
+		return lost
 	}
-	return fmt.Errorf("%w %s/%s: the election ended before this replica led", ErrLost, o.Namespace, o.Name)
+	return nil
+}
+
+// renew keeps the lease until ctx ends or done is closed (nil), or until
+// it is lost (an error wrapping ErrLost).
+func (e *elector) renew(ctx context.Context, done <-chan struct{}) error {
+	lastRenew := e.now()
+	outage := false
+	t := time.NewTicker(e.retry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-done:
+			return nil
+		case <-t.C:
+		}
+		o, err := e.try(ctx)
+		now := e.now()
+		switch {
+		case o == held:
+			if outage {
+				e.log.Info("the API server answers again: lease renewed, still the active replica",
+					"lease", e.o.Namespace+"/"+e.o.Name, "after", now.Sub(lastRenew).Round(time.Millisecond))
+			}
+			lastRenew, outage = now, false
+		case o == heldByOther:
+			return fmt.Errorf("%w %s/%s: another replica holds it", ErrLost, e.o.Namespace, e.o.Name)
+		case ctx.Err() != nil:
+			return nil
+		case e.o.OutageHold > 0 && now.Sub(lastRenew) > e.renewDeadline+e.o.OutageHold:
+			return fmt.Errorf("%w %s/%s: not renewed for %s (renew deadline %s plus outage hold %s): %v",
+				ErrLost, e.o.Namespace, e.o.Name, now.Sub(lastRenew).Round(time.Millisecond), e.renewDeadline, e.o.OutageHold, err)
+		case now.Sub(lastRenew) > e.renewDeadline && !outage:
+			outage = true
+			e.log.Warn("cannot renew the lease past the renew deadline: staying the active replica until the API server answers or another replica is seen holding it",
+				"lease", e.o.Namespace+"/"+e.o.Name, "err", err)
+		}
+	}
+}
+
+// release gives the lease up after lead returned, if this replica still
+// holds it: a standby takes over at once instead of after the duration.
+func (e *elector) release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(e.retry, e.renewDeadline/2))
+	defer cancel()
+	old, _, err := e.lock.Get(ctx)
+	if err != nil || old.HolderIdentity != e.o.Identity {
+		return
+	}
+	now := metav1.NewTime(e.now())
+	_ = e.lock.Update(ctx, resourcelock.LeaderElectionRecord{
+		LeaderTransitions:    old.LeaderTransitions,
+		LeaseDurationSeconds: 1,
+		AcquireTime:          now,
+		RenewTime:            now,
+	})
+}
+
+// jitter spreads the standbys' attempts (up to 20% more), as client-go's
+// elector does.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+// sleep waits d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

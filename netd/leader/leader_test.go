@@ -145,3 +145,159 @@ func TestRunStandbyStops(t *testing.T) {
 		t.Error("led while the lease was held by another identity")
 	}
 }
+
+// apiDown makes every lease request fail as an unreachable API server
+// would, while down is set.
+func apiDown(core *fake.Clientset) *atomic.Bool {
+	var down atomic.Bool
+	core.PrependReactor("*", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if down.Load() {
+			return true, nil, errors.New("dial tcp 10.0.0.1:443: connect: connection refused")
+		}
+		return false, nil, nil
+	})
+	return &down
+}
+
+// holder is the lease's holder as stored.
+func holder(t *testing.T, core *fake.Clientset) string {
+	t.Helper()
+	l, err := core.CoordinationV1().Leases("default").Get(context.Background(), "l", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ptr.Deref(l.Spec.HolderIdentity, "")
+}
+
+// TestRunOutageKeepsLeading: a leader whose API server stops answering
+// keeps leading well past the renew deadline (its data path stays up),
+// renews when the API server is back, and still releases on shutdown.
+func TestRunOutageKeepsLeading(t *testing.T) {
+	core := fake.NewClientset()
+	down := apiDown(core)
+	ctx, cancel := context.WithCancel(context.Background())
+	cleaned, errc := runLeading(t, ctx, core, 0)
+	down.Store(true)
+	// Three lease durations: client-go's elector gives up after 2/3 of one.
+	select {
+	case err := <-errc:
+		t.Fatalf("Run returned during the outage: %v", err)
+	case <-time.After(3 * opts.Duration):
+	}
+	if cleaned.Load() {
+		t.Fatal("lead was stopped during the outage")
+	}
+	down.Store(false)
+	before := renewTime(t, core)
+	deadline := time.Now().Add(5 * time.Second)
+	for !renewTime(t, core).After(before) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease was not renewed within 5s of the API server's return")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h := holder(t, core); h != "me" || cleaned.Load() {
+		t.Fatalf("after the outage: holder %q, lead stopped %v; want me, still leading", h, cleaned.Load())
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("Run after ctx ended: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s")
+	}
+	if h := holder(t, core); h != "" {
+		t.Errorf("lease still held by %q after Run returned", h)
+	}
+}
+
+// TestRunOutageTakenOver: while the leader could not reach the API server,
+// another replica (which could) took the lease; the leader steps down as
+// soon as it sees that, and leaves the lease alone.
+func TestRunOutageTakenOver(t *testing.T) {
+	core := fake.NewClientset()
+	down := apiDown(core)
+	cleaned, errc := runLeading(t, context.Background(), core, 0)
+	down.Store(true)
+	time.Sleep(opts.Duration)
+	l, err := core.Tracker().Get(coordinationv1.SchemeGroupVersion.WithResource("leases"), "default", "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := l.(*coordinationv1.Lease).DeepCopy()
+	taken.Spec.HolderIdentity = ptr.To("other")
+	taken.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	if err := core.Tracker().Update(coordinationv1.SchemeGroupVersion.WithResource("leases"), taken, "default"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		t.Fatalf("Run returned before the API server answered: %v", err)
+	case <-time.After(opts.Duration):
+	}
+	down.Store(false)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrLost) {
+			t.Errorf("Run after seeing the new holder: %v, want ErrLost", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of the API server's return")
+	}
+	if !cleaned.Load() {
+		t.Error("Run returned before lead's cleanup was done")
+	}
+	if h := holder(t, core); h != "other" {
+		t.Errorf("holder %q after stepping down, want other (not released by the old leader)", h)
+	}
+}
+
+// TestRunOutageHold: with OutageHold set, a leader that cannot renew steps
+// down after the renew deadline plus the hold.
+func TestRunOutageHold(t *testing.T) {
+	core := fake.NewClientset()
+	down := apiDown(core)
+	o := opts
+	o.OutageHold = 500 * time.Millisecond
+	started := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(context.Background(), core, o, func(lctx context.Context) error {
+			close(started)
+			<-lctx.Done()
+			return nil
+		})
+	}()
+	<-started
+	down.Store(true)
+	began := time.Now()
+	select {
+	case err := <-errc:
+		took := time.Since(began)
+		if !errors.Is(err, ErrLost) {
+			t.Errorf("Run: %v, want ErrLost", err)
+		}
+		// Renew deadline 667ms + hold 500ms, checked every 250ms (the
+		// last renewal was up to one check before the outage began).
+		lo, hi := o.Duration*2/3+o.OutageHold-o.Duration/4, o.Duration*2/3+o.OutageHold+time.Second
+		if took < lo || took > hi {
+			t.Errorf("stepped down %s after the API server went, want between %s and %s", took, lo, hi)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s")
+	}
+}
+
+func renewTime(t *testing.T, core *fake.Clientset) time.Time {
+	t.Helper()
+	l, err := core.Tracker().Get(coordinationv1.SchemeGroupVersion.WithResource("leases"), "default", "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt := l.(*coordinationv1.Lease).Spec.RenewTime; rt != nil {
+		return rt.Time
+	}
+	return time.Time{}
+}

@@ -19,6 +19,7 @@ type ElectionFlags struct {
 	LeaseName      *string
 	LeaseNamespace *string
 	LeaseDuration  *time.Duration
+	OutageHold     *time.Duration
 }
 
 // Register registers --lease-name, --lease-namespace and --lease-duration;
@@ -27,6 +28,7 @@ func (e ElectionFlags) Register(fs *flag.FlagSet, role string) {
 	fs.StringVar(e.LeaseName, "lease-name", "", "Lease for leader election among "+role+" replicas (empty = no election)")
 	fs.StringVar(e.LeaseNamespace, "lease-namespace", "", "namespace of the Lease (default: the pod's namespace)")
 	fs.DurationVar(e.LeaseDuration, "lease-duration", 15*time.Second, "lease duration; a standby takes over at most this long after the leader died")
+	fs.DurationVar(e.OutageHold, "lease-outage-hold", 0, "how long past the renew deadline the active replica keeps leading while the API server does not answer; 0: until it answers again (it steps down at once when it sees another holder)")
 }
 
 // Election is how a role's active side runs.
@@ -53,6 +55,9 @@ func (e Election) Lead(ctx context.Context, proc *Process, active func(context.C
 	}
 	if e.Lease.Name == "" {
 		return run(ctx)
+	}
+	if e.Lease.Log == nil {
+		e.Lease.Log = e.Log
 	}
 	e.Log.Info("waiting for the lease", "lease", e.Lease.Namespace+"/"+e.Lease.Name, "identity", e.Lease.Identity)
 	if err := leader.Run(ctx, e.Core, e.Lease, run); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -610,14 +611,23 @@ func TestMeshInABox(t *testing.T) {
 	})
 
 	m.Step("f: kubelink1's apiserver is down", func() {
+		before := k1.starts("kubelink-")
+		stopping := time.Now()
 		k1.Env.StopAPIServer()
-		// At once: a gateway that cannot renew its Lease gives up its
-		// data path after the renew deadline (two thirds of the lease
-		// duration); what is checked here is the time before that.
+		// Past the gateways' renew deadline (two thirds of their 15 s
+		// Lease): nobody can take the Lease over while the API server is
+		// away, so the gateways keep their data path (netd/leader).
+		time.Sleep(time.Until(stopping.Add(12 * time.Second)))
+		t.Logf("kubelink1's apiserver stopped %s ago", time.Since(stopping).Round(time.Millisecond))
 		expectEcho(t, k1, echo["kubelink2"], "echo from kubelink2")
 		expectEcho(t, k1, echo["kubelink3"], "echo from kubelink3")
 		if out := dig(t, k1, k1.Value("dns.serviceIP"), "echo.default.svc.kubelink2.kubelink", "A"); !strings.Contains(out, echo["kubelink2"]) {
 			t.Fatalf("DNS broke without the apiserver:\n%s", out)
+		}
+		// Nothing of kubelink's restarted meanwhile (the gateways did not
+		// give up their Lease).
+		if after := k1.starts("kubelink-"); !maps.Equal(after, before) {
+			t.Fatalf("kubelink1's kubelink processes restarted during the apiserver outage (processes per container before %v, after %v):\n%s", before, after, k1.procLogs("kubelink-"))
 		}
 		// Meanwhile kubelink2's gateway dies; kubelink1 can report it only
 		// once its apiserver is back.

@@ -845,3 +845,18 @@ func (c *Cluster) procLogs(prefix string) string {
 	}
 	return strings.Join(logs, "\n")
 }
+
+// starts counts, per container of c's pods whose name starts with prefix,
+// the processes started so far: a restart (the supervisor's, after an
+// exit) adds one.
+func (c *Cluster) starts(prefix string) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for n, ps := range c.procs {
+		if strings.HasPrefix(n, prefix) {
+			out[n] = len(ps)
+		}
+	}
+	return out
+}

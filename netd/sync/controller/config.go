@@ -31,7 +31,9 @@ type Config struct {
 	LeaseName      string
 	LeaseNamespace string
 	LeaseDuration  time.Duration
-	Identity       string
+	// LeaseOutageHold: see runtime.ElectionFlags (--lease-outage-hold).
+	LeaseOutageHold time.Duration
+	Identity        string
 
 	Kubeconfig     string
 	ServerPortHTTP int
@@ -42,7 +44,7 @@ type Config struct {
 func (c *Config) Flags(fs *flag.FlagSet) {
 	runtime.MeshFlags{ClusterName: &c.ClusterName}.Register(fs)
 	runtime.ProcessFlags{Kubeconfig: &c.Kubeconfig, HTTPPort: &c.ServerPortHTTP, Verbose: &c.Verbose}.Register(fs, 8182)
-	runtime.ElectionFlags{LeaseName: &c.LeaseName, LeaseNamespace: &c.LeaseNamespace, LeaseDuration: &c.LeaseDuration}.Register(fs, "sync")
+	runtime.ElectionFlags{LeaseName: &c.LeaseName, LeaseNamespace: &c.LeaseNamespace, LeaseDuration: &c.LeaseDuration, OutageHold: &c.LeaseOutageHold}.Register(fs, "sync")
 	fs.StringVar(&c.Namespace, "namespace", "", "netd's namespace: MeshService mirrors are written here, and KubeLink spec.apiAccess secrets without a namespace are read here (default: the pod's namespace)")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", 30*time.Second, "period of the full resync besides watch events (svclink's flag)")
 	fs.StringVar(&c.Included, "included-namespaces", "", "comma-separated namespaces: if set, only services of these namespaces are synced from all clusters, replacing the ClusterLinks' namespace lists (svclink's flag)")
@@ -76,6 +78,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--workers %d: must be at least 1", c.Workers)
 	case c.QPS <= 0 || c.Burst < 1:
 		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
+	case c.LeaseOutageHold < 0:
+		return fmt.Errorf("--lease-outage-hold %s: must not be negative", c.LeaseOutageHold)
 	}
 	if c.Namespace == "" {
 		c.Namespace = kube.Namespace()

@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	election := runtime.Election{Core: clients.Core, Log: log}
 	if cfg.LeaseName != "" {
-		election.Lease = leader.Options{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration}
+		election.Lease = leader.Options{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName, Identity: cfg.Identity, Duration: cfg.LeaseDuration, OutageHold: cfg.LeaseOutageHold}
 	}
 	return election.Lead(ctx, proc, func(ctx context.Context) error {
 		c := New(cfg, clients, proc.Registry, log)
