@@ -823,8 +823,8 @@ func recovered(t *testing.T, c *Cluster, ip, want string, within time.Duration, 
 // and back, from both brokers' /metrics.
 func tunnelDiag(k1, k2 *Cluster) func(context.Context) string {
 	return func(ctx context.Context) string {
-		a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
-		b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:8778/metrics")
+		a, _ := k1.Exec(ctx, "curl", "-s", "--max-time", "2", "http://127.0.0.1:"+k1.Value("broker.httpPort")+"/metrics")
+		b, _ := k2.ExecPod(ctx, "kubelink-broker", "curl", "-s", "--max-time", "2", "http://127.0.0.1:"+k2.Value("broker.httpPort")+"/metrics")
 		return "kubelink1: " + linkMetrics(a, "kubelink2") + " | kubelink2: " + linkMetrics(b, "kubelink1")
 	}
 }
