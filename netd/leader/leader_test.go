@@ -44,6 +44,18 @@ func runLeading(t *testing.T, ctx context.Context, core *fake.Clientset, cleanup
 	return cleaned, errc
 }
 
+// waitRun waits at most within for Run's result.
+func waitRun(t *testing.T, errc <-chan error, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(within):
+		t.Fatalf("Run did not return within %s", within)
+		return nil
+	}
+}
+
 // TestRunWaitsForLead: Run returns only after lead's cleanup, and releases
 // the lease only then.
 func TestRunWaitsForLead(t *testing.T) {
@@ -51,22 +63,13 @@ func TestRunWaitsForLead(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cleaned, errc := runLeading(t, ctx, core, 300*time.Millisecond)
 	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("Run after ctx ended: %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s")
+	if err := waitRun(t, errc, 10*time.Second); err != nil {
+		t.Errorf("Run after ctx ended: %v, want nil", err)
 	}
 	if !cleaned.Load() {
 		t.Fatal("Run returned before lead's cleanup was done")
 	}
-	l, err := core.CoordinationV1().Leases("default").Get(context.Background(), "l", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h := ptr.Deref(l.Spec.HolderIdentity, ""); h != "" {
+	if h := holder(t, core); h != "" {
 		t.Errorf("lease still held by %q after Run returned", h)
 	}
 }
@@ -97,13 +100,8 @@ func TestRunLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	taken.Store(true)
-	select {
-	case err := <-errc:
-		if !errors.Is(err, ErrLost) {
-			t.Errorf("Run after the lease was taken: %v, want ErrLost", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s of losing the lease")
+	if err := waitRun(t, errc, 10*time.Second); !errors.Is(err, ErrLost) {
+		t.Errorf("Run after the lease was taken: %v, want ErrLost", err)
 	}
 	if !cleaned.Load() {
 		t.Fatal("Run returned before lead's cleanup was done")
@@ -200,13 +198,8 @@ func TestRunOutageKeepsLeading(t *testing.T) {
 		t.Fatalf("after the outage: holder %q, lead stopped %v; want me, still leading", h, cleaned.Load())
 	}
 	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("Run after ctx ended: %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s")
+	if err := waitRun(t, errc, 10*time.Second); err != nil {
+		t.Errorf("Run after ctx ended: %v, want nil", err)
 	}
 	if h := holder(t, core); h != "" {
 		t.Errorf("lease still held by %q after Run returned", h)
@@ -238,13 +231,8 @@ func TestRunOutageTakenOver(t *testing.T) {
 	case <-time.After(opts.Duration):
 	}
 	down.Store(false)
-	select {
-	case err := <-errc:
-		if !errors.Is(err, ErrLost) {
-			t.Errorf("Run after seeing the new holder: %v, want ErrLost", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s of the API server's return")
+	if err := waitRun(t, errc, 10*time.Second); !errors.Is(err, ErrLost) {
+		t.Errorf("Run after seeing the new holder: %v, want ErrLost", err)
 	}
 	if !cleaned.Load() {
 		t.Error("Run returned before lead's cleanup was done")
@@ -273,20 +261,16 @@ func TestRunOutageHold(t *testing.T) {
 	<-started
 	down.Store(true)
 	began := time.Now()
-	select {
-	case err := <-errc:
-		took := time.Since(began)
-		if !errors.Is(err, ErrLost) {
-			t.Errorf("Run: %v, want ErrLost", err)
-		}
-		// Renew deadline 667ms + hold 500ms, checked every 250ms (the
-		// last renewal was up to one check before the outage began).
-		lo, hi := o.Duration*2/3+o.OutageHold-o.Duration/4, o.Duration*2/3+o.OutageHold+time.Second
-		if took < lo || took > hi {
-			t.Errorf("stepped down %s after the API server went, want between %s and %s", took, lo, hi)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return within 10s")
+	err := waitRun(t, errc, 10*time.Second)
+	took := time.Since(began)
+	if !errors.Is(err, ErrLost) {
+		t.Errorf("Run: %v, want ErrLost", err)
+	}
+	// Renew deadline 667ms + hold 500ms, checked every 250ms (the last
+	// renewal was up to one check before the outage began).
+	lo, hi := o.Duration*2/3+o.OutageHold-o.Duration/4, o.Duration*2/3+o.OutageHold+time.Second
+	if took < lo || took > hi {
+		t.Errorf("stepped down %s after the API server went, want between %s and %s", took, lo, hi)
 	}
 }
 
