@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -166,21 +165,21 @@ func (e *elector) acquire(ctx context.Context) bool {
 func (e *elector) lead(ctx context.Context, lead func(context.Context) error) error {
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var (
-		wg      sync.WaitGroup
-		leadErr error
-	)
+	// Renewing outlives ctx while lead cleans up, so that a standby never
+	// takes over beside a half-removed gateway; it ends when lead returns.
+	rctx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRenew()
+	var leadErr error
 	done := make(chan struct{})
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
 		defer close(done)
+		defer stopRenew()
 		leadErr = lead(lctx)
 	}()
 
-	lost := e.renew(ctx, done)
+	lost := e.renew(rctx)
 	stop()
-	wg.Wait()
+	<-done
 	if lost == nil {
 		e.release(ctx)
 	}
@@ -193,9 +192,9 @@ func (e *elector) lead(ctx context.Context, lead func(context.Context) error) er
 	return nil
 }
 
-// renew keeps the lease until ctx ends or done is closed (nil), or until
-// it is lost (an error wrapping ErrLost).
-func (e *elector) renew(ctx context.Context, done <-chan struct{}) error {
+// renew keeps the lease until ctx ends (nil) or it is lost (an error
+// wrapping ErrLost).
+func (e *elector) renew(ctx context.Context) error {
 	lastRenew := e.now()
 	outage := false
 	t := time.NewTicker(e.retry)
@@ -203,8 +202,6 @@ func (e *elector) renew(ctx context.Context, done <-chan struct{}) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-done:
 			return nil
 		case <-t.C:
 		}

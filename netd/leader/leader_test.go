@@ -285,3 +285,25 @@ func renewTime(t *testing.T, core *fake.Clientset) time.Time {
 	}
 	return time.Time{}
 }
+
+// TestRunRenewsDuringCleanup: after ctx ends, the leader keeps renewing
+// while lead cleans up (longer than the lease here), so no standby takes
+// over beside a half-removed gateway; the lease is released after.
+func TestRunRenewsDuringCleanup(t *testing.T) {
+	core := fake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	cleaned, errc := runLeading(t, ctx, core, 3*opts.Duration)
+	cancel()
+	time.Sleep(opts.Duration / 2)
+	first := renewTime(t, core)
+	time.Sleep(2 * opts.Duration)
+	if h := holder(t, core); h != "me" || !renewTime(t, core).After(first) || cleaned.Load() {
+		t.Fatalf("during the cleanup: holder %q, renewed %v, cleaned %v; want me, renewed, still cleaning", h, renewTime(t, core).After(first), cleaned.Load())
+	}
+	if err := waitRun(t, errc, 10*time.Second); err != nil {
+		t.Errorf("Run after ctx ended: %v, want nil", err)
+	}
+	if h := holder(t, core); h != "" || !cleaned.Load() {
+		t.Errorf("after Run: holder %q, cleaned %v; want released after the cleanup", h, cleaned.Load())
+	}
+}
