@@ -41,6 +41,9 @@ type Options struct {
 	OutageHold time.Duration
 	// Log receives the outage's start and end (nil: discarded).
 	Log *slog.Logger
+	// Outage, when set, is told when the leader starts (true) and stops
+	// (false) leading without a renewal past the renew deadline.
+	Outage func(bool)
 }
 
 // ErrLost is returned by Run when this replica lost the lease while ctx was
@@ -67,9 +70,12 @@ func Run(ctx context.Context, core kubernetes.Interface, o Options, lead func(co
 	if err != nil {
 		return fmt.Errorf("creating lease lock %s/%s: %w", o.Namespace, o.Name, err)
 	}
-	e := &elector{o: o, lock: lock, now: time.Now, log: o.Log}
+	e := &elector{o: o, lock: lock, now: time.Now, log: o.Log, outage: o.Outage}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.outage == nil {
+		e.outage = func(bool) {}
 	}
 	e.renewDeadline, e.retry = o.Duration*2/3, o.Duration/4
 	if !e.acquire(ctx) {
@@ -84,6 +90,7 @@ type elector struct {
 	lock                 resourcelock.Interface
 	now                  func() time.Time
 	log                  *slog.Logger
+	outage               func(bool)
 	renewDeadline, retry time.Duration
 
 	// observedRaw is the lease record last seen and observedAt when it
@@ -197,6 +204,11 @@ func (e *elector) lead(ctx context.Context, lead func(context.Context) error) er
 func (e *elector) renew(ctx context.Context) error {
 	lastRenew := e.now()
 	outage := false
+	defer func() {
+		if outage {
+			e.outage(false)
+		}
+	}()
 	t := time.NewTicker(e.retry)
 	defer t.Stop()
 	for {
@@ -212,6 +224,7 @@ func (e *elector) renew(ctx context.Context) error {
 			if outage {
 				e.log.Info("the API server answers again: lease renewed, still the active replica",
 					"lease", e.o.Namespace+"/"+e.o.Name, "after", now.Sub(lastRenew).Round(time.Millisecond))
+				e.outage(false)
 			}
 			lastRenew, outage = now, false
 		case o == heldByOther:
@@ -223,6 +236,7 @@ func (e *elector) renew(ctx context.Context) error {
 				ErrLost, e.o.Namespace, e.o.Name, now.Sub(lastRenew).Round(time.Millisecond), e.renewDeadline, e.o.OutageHold, err)
 		case now.Sub(lastRenew) > e.renewDeadline && !outage:
 			outage = true
+			e.outage(true)
 			e.log.Warn("cannot renew the lease past the renew deadline: staying the active replica until the API server answers or another replica is seen holding it",
 				"lease", e.o.Namespace+"/"+e.o.Name, "err", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubelink/kubelink/netd/leader"
@@ -58,6 +59,18 @@ func (e Election) Lead(ctx context.Context, proc *Process, active func(context.C
 	}
 	if e.Lease.Log == nil {
 		e.Lease.Log = e.Log
+	}
+	failing := prometheus.NewGauge(prometheus.GaugeOpts{Name: "netd_lease_renewal_failing",
+		Help: "1 while the active replica leads without a renewal of its Lease past the renew deadline (the API server does not answer)."})
+	if err := proc.Registry.Register(failing); err != nil {
+		return fmt.Errorf("registering netd_lease_renewal_failing: %w", err)
+	}
+	e.Lease.Outage = func(on bool) {
+		if on {
+			failing.Set(1)
+		} else {
+			failing.Set(0)
+		}
 	}
 	e.Log.Info("waiting for the lease", "lease", e.Lease.Namespace+"/"+e.Lease.Name, "identity", e.Lease.Identity)
 	if err := leader.Run(ctx, e.Core, e.Lease, run); err != nil {

@@ -229,6 +229,9 @@ func TestShutdownAPIServerGone(t *testing.T) {
 	if p.Exited() || !active(t, ns) || readyz(ns, 18193) != 200 {
 		t.Fatalf("12s into the apiserver outage: exited %v, /readyz %d, state %q; want the active gateway kept", p.Exited(), readyz(ns, 18193), brokerState(t, ns, shutdownTable))
 	}
+	if v := metric(t, ns, 18193, "netd_lease_renewal_failing"); v != 1 {
+		t.Errorf("netd_lease_renewal_failing %v during the outage, want 1", v)
+	}
 	if err := l.env.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +253,9 @@ func TestShutdownAPIServerGone(t *testing.T) {
 	}
 	if p.Exited() || !active(t, ns) || strings.Contains(p.Output(), "lost the lease") {
 		t.Fatalf("after the outage: exited %v, active %v; want the same process still active", p.Exited(), active(t, ns))
+	}
+	if v := metric(t, ns, 18193, "netd_lease_renewal_failing"); v != 0 {
+		t.Errorf("netd_lease_renewal_failing %v after the renewal, want 0", v)
 	}
 	t.Logf("MEASURED: the gateway kept its data path through the apiserver outage and renewed its lease %.1fs after the apiserver was back", renewed.Seconds())
 
