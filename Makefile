@@ -204,8 +204,8 @@ testenv: $(TESTENV_BIN)/kube-apiserver $(TESTENV_BIN)/etcd $(TESTENV_BIN)/kubect
 E2E_PKG := ./test/e2e
 
 .PHONY: test
-test: ## everything CI runs: unit, integration (real apiserver, CoreDNS), root tests, then the e2e
-test: testenv build images
+test: ## everything CI runs: gofmt, go vet and generated code checked, unit, integration (real apiserver, CoreDNS), root tests, then the e2e
+test: lint verify testenv build images
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v '/test/e2e$$')
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v $(E2E_PKG) 2>&1 | grep -vE '^\s+(I|E|W)[0-9]{4} |^\s+\[INFO\]'
 
