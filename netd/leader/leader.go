@@ -70,7 +70,7 @@ func Run(ctx context.Context, core kubernetes.Interface, o Options, lead func(co
 	if err != nil {
 		return fmt.Errorf("creating lease lock %s/%s: %w", o.Namespace, o.Name, err)
 	}
-	e := &elector{o: o, lock: lock, now: time.Now, log: o.Log, outage: o.Outage}
+	e := &elector{o: o, lock: lock, log: o.Log, outage: o.Outage}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -88,7 +88,6 @@ func Run(ctx context.Context, core kubernetes.Interface, o Options, lead func(co
 type elector struct {
 	o                    Options
 	lock                 resourcelock.Interface
-	now                  func() time.Time
 	log                  *slog.Logger
 	outage               func(bool)
 	renewDeadline, retry time.Duration
@@ -119,7 +118,7 @@ const (
 func (e *elector) try(ctx context.Context) (outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(e.retry, e.renewDeadline/2))
 	defer cancel()
-	now := e.now()
+	now := time.Now()
 	rec := resourcelock.LeaderElectionRecord{
 		HolderIdentity:       e.o.Identity,
 		LeaseDurationSeconds: max(1, int(e.o.Duration/time.Second)),
@@ -202,7 +201,7 @@ func (e *elector) lead(ctx context.Context, lead func(context.Context) error) er
 // renew keeps the lease until ctx ends (nil) or it is lost (an error
 // wrapping ErrLost).
 func (e *elector) renew(ctx context.Context) error {
-	lastRenew := e.now()
+	lastRenew := time.Now()
 	outage := false
 	defer func() {
 		if outage {
@@ -218,7 +217,7 @@ func (e *elector) renew(ctx context.Context) error {
 		case <-t.C:
 		}
 		o, err := e.try(ctx)
-		now := e.now()
+		now := time.Now()
 		switch {
 		case o == held:
 			if outage {
@@ -252,7 +251,7 @@ func (e *elector) release(ctx context.Context) {
 	if err != nil || old.HolderIdentity != e.o.Identity {
 		return
 	}
-	now := metav1.NewTime(e.now())
+	now := metav1.NewTime(time.Now())
 	_ = e.lock.Update(ctx, resourcelock.LeaderElectionRecord{
 		LeaderTransitions:    old.LeaderTransitions,
 		LeaseDurationSeconds: 1,
