@@ -39,6 +39,7 @@ import (
 	"github.com/kubelink/kubelink/netd/broker"
 	"github.com/kubelink/kubelink/netd/tunnel/wireguard"
 	"github.com/kubelink/kubelink/netd/wgkey"
+	"github.com/kubelink/kubelink/test/procmem"
 )
 
 const insideEnv = "BENCHNETD_INSIDE"
@@ -398,7 +399,8 @@ func inside(nlinks, nservices, nchanges int, ingress bool) error {
 	}
 	// The process holds what a broker holds: the objects (its informer
 	// caches), the dataplane's state and the embedded WireGuard device.
-	rss, peak := memory()
+	m := procmem.Self()
+	rss, peak := m.RSS, m.Peak
 	if after := output("nft", "list", "table", "ip", "kubelink"); after != settled {
 		return fmt.Errorf("no-op reconciles changed the nftables table")
 	}
@@ -476,33 +478,6 @@ func lines(args ...string) []string {
 		}
 	}
 	return out
-}
-
-// memory returns this process's current and peak resident set size in MB
-// (VmRSS, VmHWM).
-func memory() (rss, peak float64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			continue
-		}
-		n, _ := strconv.ParseFloat(f[0], 64)
-		switch k {
-		case "VmRSS":
-			rss = n / 1024
-		case "VmHWM":
-			peak = n / 1024
-		}
-	}
-	return rss, peak
 }
 
 func writeHeap(file string) error {

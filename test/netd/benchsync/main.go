@@ -100,6 +100,7 @@ import (
 	"github.com/kubelink/kubelink/api/watch"
 	"github.com/kubelink/kubelink/netd/remotecfg"
 	"github.com/kubelink/kubelink/netd/sync/controller"
+	"github.com/kubelink/kubelink/test/procmem"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -775,7 +776,8 @@ wait:
 	}
 	res.failed = failures(reg)
 
-	res.peakMB, res.rssMB = memory()
+	m := procmem.Self()
+	res.peakMB, res.rssMB = m.Peak, m.RSS
 	if !hwmReset {
 		fmt.Fprintln(os.Stderr, "bench-sync: could not reset VmHWM; the peak includes the fill")
 	}
@@ -935,30 +937,3 @@ func (w *world) baseline(ctx context.Context, writers int, prefix string) (time.
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// memory returns this process's peak and current resident set size in MB
-// (VmHWM, VmRSS).
-func memory() (peak, rss float64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			continue
-		}
-		n, _ := strconv.ParseFloat(f[0], 64)
-		switch k {
-		case "VmHWM":
-			peak = n / 1024
-		case "VmRSS":
-			rss = n / 1024
-		}
-	}
-	return peak, rss
-}
