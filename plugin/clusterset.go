@@ -2,7 +2,6 @@ package kubelink
 
 import (
 	"net/netip"
-	"sort"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -57,17 +56,7 @@ type clusterset struct {
 func newClustersetZone(name string, ttl, serial uint32) *zone {
 	label := strings.TrimSuffix(name, ".")
 	z := &zone{name: name, results: newResultCounters(label, "")}
-	z.soa = dns.SOA{
-		Hdr:     dns.RR_Header{Name: name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
-		Ns:      "ns.dns." + name,
-		Mbox:    "hostmaster." + name,
-		Serial:  serial,
-		Refresh: 7200,
-		Retry:   1800,
-		Expire:  86400,
-		Minttl:  ttl,
-	}
-	z.ns = dns.NS{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: ttl}, Ns: z.soa.Ns}
+	z.setApex(ttl, serial)
 	return z
 }
 
@@ -312,30 +301,13 @@ func (b *csBuilder) build(ttl uint32) map[string]*node {
 	for fqdn, nd := range b.nodes {
 		n := &node{}
 		addrRecords(fqdn, nd.addrs, ttl, &n.a, &n.aaaa)
-		if len(nd.srv) > 0 {
-			sort.Slice(nd.srv, func(i, j int) bool {
-				if nd.srv[i].target != nd.srv[j].target {
-					return nd.srv[i].target < nd.srv[j].target
-				}
-				return nd.srv[i].port < nd.srv[j].port
-			})
-			srvs := nd.srv[:0]
-			for i, s := range nd.srv {
-				if i == 0 || s != nd.srv[i-1] {
-					srvs = append(srvs, s)
-				}
+		n.srv = srvRecords(fqdn, nd.srv, ttl)
+		for i, r := range n.srv {
+			if i > 0 && r.Target == n.srv[i-1].Target {
+				continue
 			}
-			weight := uint16(max(1, 100/len(srvs))) // #nosec G115 -- at most 100
-			n.srv = make([]dns.SRV, len(srvs))
-			for i, s := range srvs {
-				n.srv[i] = dns.SRV{Hdr: dns.RR_Header{Name: fqdn, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: ttl},
-					Weight: weight, Port: s.port, Target: s.target}
-				if i > 0 && s.target == srvs[i-1].target {
-					continue
-				}
-				if t := b.nodes[s.target]; t != nil {
-					addrRecords(s.target, t.addrs, ttl, &n.extraA, &n.extraAAAA)
-				}
+			if t := b.nodes[r.Target]; t != nil {
+				addrRecords(r.Target, t.addrs, ttl, &n.extraA, &n.extraAAAA)
 			}
 		}
 		out[fqdn] = n

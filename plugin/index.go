@@ -226,21 +226,26 @@ func (idx *index) zoneOf(meshName string) *zone {
 	return nil
 }
 
-func newZone(m *mesh.Mesh, ttl, serial uint32) *zone {
-	name := dns.Fqdn(strings.ToLower(m.Domain))
-	z := &zone{mesh: m.Name, name: name, clusters: map[string]*cluster{}, results: newResultCounters(m.Name, ""),
-		globalResults: newResultCounters(m.Name, globalLabel)}
+// setApex sets the SOA and NS records of the zone's apex, z.name.
+func (z *zone) setApex(ttl, serial uint32) {
 	z.soa = dns.SOA{
-		Hdr:     dns.RR_Header{Name: name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
-		Ns:      "ns.dns." + name,
-		Mbox:    "hostmaster." + name,
+		Hdr:     dns.RR_Header{Name: z.name, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: ttl},
+		Ns:      "ns.dns." + z.name,
+		Mbox:    "hostmaster." + z.name,
 		Serial:  serial,
 		Refresh: 7200,
 		Retry:   1800,
 		Expire:  86400,
 		Minttl:  ttl,
 	}
-	z.ns = dns.NS{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: ttl}, Ns: z.soa.Ns}
+	z.ns = dns.NS{Hdr: dns.RR_Header{Name: z.name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: ttl}, Ns: z.soa.Ns}
+}
+
+func newZone(m *mesh.Mesh, ttl, serial uint32) *zone {
+	name := dns.Fqdn(strings.ToLower(m.Domain))
+	z := &zone{mesh: m.Name, name: name, clusters: map[string]*cluster{}, results: newResultCounters(m.Name, ""),
+		globalResults: newResultCounters(m.Name, globalLabel)}
+	z.setApex(ttl, serial)
 	return z
 }
 

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -373,36 +374,40 @@ func (b *namesBuilder) build(ttl uint32) map[string]*node {
 func (nb *nodeBuilder) build(b *namesBuilder, ttl uint32) *node {
 	n := &node{}
 	addrRecords(nb.fqdn, dedupAddrs(nb.addrs), ttl, &n.a, &n.aaaa)
-	if len(nb.srv) == 0 {
-		return n
-	}
-	sort.Slice(nb.srv, func(i, j int) bool {
-		if nb.srv[i].target != nb.srv[j].target {
-			return nb.srv[i].target < nb.srv[j].target
-		}
-		return nb.srv[i].port < nb.srv[j].port
-	})
-	srvs := nb.srv[:0]
-	for i, s := range nb.srv {
-		if i == 0 || s != nb.srv[i-1] {
-			srvs = append(srvs, s)
-		}
-	}
-	// The weights of CoreDNS's kubernetes plugin: equal shares of 100.
-	weight := uint16(max(1, 100/len(srvs))) // #nosec G115 -- at most 100
-	n.srv = make([]dns.SRV, len(srvs))
-	for i, s := range srvs {
-		n.srv[i] = dns.SRV{Hdr: dns.RR_Header{Name: nb.fqdn, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: ttl},
-			Priority: 0, Weight: weight, Port: s.port, Target: s.target}
-		if i > 0 && s.target == srvs[i-1].target {
+	n.srv = srvRecords(nb.fqdn, nb.srv, ttl)
+	for i, r := range n.srv {
+		if i > 0 && r.Target == n.srv[i-1].Target {
 			continue
 		}
-		rel := strings.TrimSuffix(s.target, "."+b.base)
+		rel := strings.TrimSuffix(r.Target, "."+b.base)
 		if t := b.nodes[rel]; t != nil {
 			addrRecords(t.fqdn, dedupAddrs(t.addrs), ttl, &n.extraA, &n.extraAAAA)
 		}
 	}
 	return n
+}
+
+// srvRecords are a name's SRV records: its targets sorted and without
+// duplicates, with the weights of CoreDNS's kubernetes plugin (equal shares
+// of 100). srv is sorted in place. The records of one target are adjacent.
+func srvRecords(fqdn string, srv []srvData, ttl uint32) []dns.SRV {
+	sort.Slice(srv, func(i, j int) bool {
+		if srv[i].target != srv[j].target {
+			return srv[i].target < srv[j].target
+		}
+		return srv[i].port < srv[j].port
+	})
+	srv = slices.Compact(srv)
+	if len(srv) == 0 {
+		return nil
+	}
+	weight := uint16(max(1, 100/len(srv))) // #nosec G115 -- at most 100
+	out := make([]dns.SRV, len(srv))
+	for i, s := range srv {
+		out[i] = dns.SRV{Hdr: dns.RR_Header{Name: fqdn, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: ttl},
+			Weight: weight, Port: s.port, Target: s.target}
+	}
+	return out
 }
 
 // dedupAddrs sorts and deduplicates addresses in place.
