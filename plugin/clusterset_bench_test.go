@@ -3,24 +3,16 @@ package kubelink
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
-	"syscall"
 	"testing"
 
-	"github.com/coredns/caddy"
-	"github.com/coredns/coredns/core/dnsserver"
-	"github.com/coredns/coredns/plugin/test"
-	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
-	// The hosts plugin registers its setup function for caddy.
-	_ "github.com/coredns/coredns/plugin/hosts"
-
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/watch"
+	"github.com/kubelink/kubelink/test/dns/servebench"
 )
 
 // clustersetBenchSnapshot is the data set of test/dns/benchclusterset:
@@ -56,24 +48,6 @@ func clustersetBenchSnapshot(services int) (watch.Snapshot, string) {
 	return snap, hosts.String()
 }
 
-// packingWriter packs every reply, as the server does before sending it.
-type packingWriter struct {
-	test.ResponseWriter
-	last *dns.Msg
-}
-
-func (w *packingWriter) WriteMsg(m *dns.Msg) error {
-	w.last = m
-	_, err := m.Pack()
-	return err
-}
-
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
-
 // BenchmarkClustersetServeDNS compares the plugin's clusterset answers with
 // the hosts plugin holding the same names and addresses, per query kind,
 // in process: one ServeDNS call with its reply packed per operation,
@@ -85,17 +59,7 @@ func BenchmarkClustersetServeDNS(b *testing.B) {
 	snap, hostsLines := clustersetBenchSnapshot(100)
 	k, _ := newTestPluginSnapshot(b, "53", snap, mesh.Options{}, func(c *config) { c.clusterset = "clusterset.local." })
 
-	hc := caddy.NewTestController("dns", "hosts {\n"+hostsLines+"    ttl 5\n    no_reverse\n    reload 0\n}")
-	hc.ServerBlockKeys = []string{"clusterset.local."}
-	setup, err := caddy.DirectiveAction("dns", "hosts")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := setup(hc); err != nil {
-		b.Fatal(err)
-	}
-	h := dnsserver.GetConfig(hc).Plugin[0](nil)
-
+	h := servebench.Hosts(b, "clusterset.local.", hostsLines)
 	ctx := context.Background()
 	for _, kind := range []struct{ name, qname string }{
 		{"clustersetip-A", "web-042.bench.svc.clusterset.local. A"},
@@ -103,55 +67,9 @@ func BenchmarkClustersetServeDNS(b *testing.B) {
 		{"headless-A", "db-042.bench.svc.clusterset.local. A"},
 		{"hostname-A", "pod-1.east.db-042.bench.svc.clusterset.local. A"},
 	} {
-		f := strings.Fields(kind.qname)
-		req := query(f[0], dns.StringToType[f[1]])
-		// Both must give the same addresses before they are compared.
-		kw, hw := &packingWriter{}, &packingWriter{}
-		if _, err := k.ServeDNS(ctx, kw, req); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := h.ServeDNS(ctx, hw, req); err != nil {
-			b.Fatal(err)
-		}
-		if ka, ha := benchAddrs(kw.last), benchAddrs(hw.last); ka != ha || ka == "" {
-			b.Fatalf("%s: kubelink %q, hosts %q", kind.qname, ka, ha)
-		}
-		for _, p := range []struct {
-			name  string
-			serve func(context.Context, dns.ResponseWriter, *dns.Msg) (int, error)
-		}{{"kubelink", k.ServeDNS}, {"hosts", h.ServeDNS}} {
-			b.Run(kind.name+"/"+p.name, func(b *testing.B) {
-				w := &packingWriter{}
-				b.ReportAllocs()
-				before := cpuNanos()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if _, err := p.serve(ctx, w, req); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				b.ReportMetric(float64(cpuNanos()-before)/float64(b.N), "cpu-ns/op")
-			})
-		}
+		servebench.Compare(b, ctx, kind.name, kind.qname,
+			servebench.Contender{Name: "kubelink", Serve: k.ServeDNS}, servebench.Contender{Name: "hosts", Serve: h.ServeDNS})
 	}
-}
-
-func benchAddrs(m *dns.Msg) string {
-	if m == nil {
-		return ""
-	}
-	var out []string
-	for _, rr := range m.Answer {
-		switch v := rr.(type) {
-		case *dns.A:
-			out = append(out, v.A.String())
-		case *dns.AAAA:
-			out = append(out, v.AAAA.String())
-		}
-	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
 }
 
 // BenchmarkClustersetRebuild rebuilds the index with 1,000 + 1,000 imports

@@ -3,16 +3,11 @@ package dns
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/coredns/caddy"
-	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin/kubernetes"
-	coretest "github.com/coredns/coredns/plugin/test"
-	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,10 +16,8 @@ import (
 	"k8s.io/utils/ptr"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
-	// The hosts plugin registers its setup function for caddy.
-	_ "github.com/coredns/coredns/plugin/hosts"
-
 	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/test/dns/servebench"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -76,92 +69,16 @@ func BenchmarkClustersetServeDNS(b *testing.B) {
 	}
 	defer func() { _ = onShut() }()
 
-	hc := caddy.NewTestController("dns", "hosts {\n"+hosts+"    ttl 5\n    no_reverse\n    reload 0\n}")
-	hc.ServerBlockKeys = []string{"clusterset.local."}
-	setup, err := caddy.DirectiveAction("dns", "hosts")
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := setup(hc); err != nil {
-		b.Fatal(err)
-	}
-	h := dnsserver.GetConfig(hc).Plugin[0](nil)
-
-	kinds := []struct{ name, qname string }{
+	h := servebench.Hosts(b, "clusterset.local.", hosts)
+	for _, kind := range []struct{ name, qname string }{
 		{"clustersetip-A", "web-042.bench.svc.clusterset.local. A"},
 		{"clustersetip-AAAA", "web-042.bench.svc.clusterset.local. AAAA"},
 		{"headless-A", "db-042.bench.svc.clusterset.local. A"},
 		{"hostname-A", "pod-1.east.db-042.bench.svc.clusterset.local. A"},
+	} {
+		servebench.Compare(b, ctx, kind.name, kind.qname,
+			servebench.Contender{Name: "kubernetes", Serve: k.ServeDNS}, servebench.Contender{Name: "hosts", Serve: h.ServeDNS})
 	}
-	for _, kind := range kinds {
-		f := strings.Fields(kind.qname)
-		req := new(dns.Msg)
-		req.SetQuestion(f[0], dns.StringToType[f[1]])
-		// Both must give the same reply before they are compared.
-		kw, hw := &packingWriter{}, &packingWriter{}
-		if _, err := k.ServeDNS(ctx, kw, req); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := h.ServeDNS(ctx, hw, req); err != nil {
-			b.Fatal(err)
-		}
-		if ka, ha := benchAddrs(kw.last), benchAddrs(hw.last); ka != ha || ka == "" {
-			b.Fatalf("%s: kubernetes %q, hosts %q", kind.qname, ka, ha)
-		}
-		for _, p := range []struct {
-			name  string
-			serve func(context.Context, dns.ResponseWriter, *dns.Msg) (int, error)
-		}{{"kubernetes", k.ServeDNS}, {"hosts", h.ServeDNS}} {
-			b.Run(kind.name+"/"+p.name, func(b *testing.B) {
-				w := &packingWriter{}
-				b.ReportAllocs()
-				before := cpuNanos()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if _, err := p.serve(ctx, w, req); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				b.ReportMetric(float64(cpuNanos()-before)/float64(b.N), "cpu-ns/op")
-			})
-		}
-	}
-}
-
-// packingWriter packs every reply as the server would before sending it.
-type packingWriter struct {
-	coretest.ResponseWriter
-	last *dns.Msg
-}
-
-func (w *packingWriter) WriteMsg(m *dns.Msg) error {
-	w.last = m
-	_, err := m.Pack()
-	return err
-}
-
-func benchAddrs(m *dns.Msg) string {
-	if m == nil {
-		return ""
-	}
-	var out []string
-	for _, rr := range m.Answer {
-		switch v := rr.(type) {
-		case *dns.A:
-			out = append(out, v.A.String())
-		case *dns.AAAA:
-			out = append(out, v.AAAA.String())
-		}
-	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
-}
-
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // benchLoad writes services ClusterSetIP and as many headless imports in
