@@ -8,7 +8,6 @@ package dns
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -18,7 +17,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 	"github.com/kubelink/kubelink/api/mesh"
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/api/watch"
+	knetns "github.com/kubelink/kubelink/test/netns"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -38,24 +37,6 @@ const (
 	// readmeMarker precedes the README's block of dig commands.
 	readmeMarker = "<!-- TestMakeRun:"
 )
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestMakeRun(t *testing.T) {
 	requireDig(t)
@@ -75,7 +56,7 @@ func TestMakeRun(t *testing.T) {
 		// built, not rebuilt under the feet of the others.
 		args = append([]string{"-o", "coredns"}, args...)
 	}
-	out := &syncBuffer{}
+	out := &knetns.SyncBuffer{}
 	cmd := exec.Command(makeBin, args...)
 	cmd.Dir = root
 	// Under `make test` the environment carries the outer make's flags
