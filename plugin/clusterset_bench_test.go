@@ -18,8 +18,8 @@ import (
 // clustersetBenchSnapshot is the data set of test/dns/benchclusterset:
 // services ClusterSetIP imports (dual-stack spec.ips) and as many headless
 // ones with 2 ready endpoints (hostnames pod-0, pod-1) in each of the
-// clusters west, east and north, all Up; and the hosts plugin's inline
-// lines with the same names and addresses.
+// clusters west, east and north, all Up; and the hosts-file lines with the same
+// names and addresses.
 func clustersetBenchSnapshot(services int) (watch.Snapshot, string) {
 	clusters := []string{"west", "east", "north"}
 	snap := watch.Snapshot{KubeLinks: exampleLinks()}
@@ -31,7 +31,7 @@ func clustersetBenchSnapshot(services int) (watch.Snapshot, string) {
 	for i := 0; i < services; i++ {
 		web, db := fmt.Sprintf("web-%03d", i), fmt.Sprintf("db-%03d", i)
 		v4, v6 := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), fmt.Sprintf("fd00::%x", i+1)
-		fmt.Fprintf(&hosts, "    %s %s.%s.%s\n    %s %s.%s.%s\n", v4, web, ns, zone, v6, web, ns, zone)
+		fmt.Fprintf(&hosts, "%s %s.%s.%s\n%s %s.%s.%s\n", v4, web, ns, zone, v6, web, ns, zone)
 		snap.ServiceImports = append(snap.ServiceImports,
 			csImport(ns, web, mcsv1a1.ClusterSetIP, []string{v4, v6}, mport{"http", corev1.ProtocolTCP, 80}),
 			csImport(ns, db, mcsv1a1.Headless, nil, mport{"pg", corev1.ProtocolTCP, 80}))
@@ -40,7 +40,7 @@ func clustersetBenchSnapshot(services int) (watch.Snapshot, string) {
 			for k := 0; k < 2; k++ {
 				ip := fmt.Sprintf("10.%d.%d.%d", 10+ci, i/120, (i%120)*2+k+1)
 				eps = append(eps, ep{ip, fmt.Sprintf("pod-%d", k), yes})
-				fmt.Fprintf(&hosts, "    %s %s.%s.%s\n    %s pod-%d.%s.%s.%s.%s\n", ip, db, ns, zone, ip, k, c, db, ns, zone)
+				fmt.Fprintf(&hosts, "%s %s.%s.%s\n%s pod-%d.%s.%s.%s.%s\n", ip, db, ns, zone, ip, k, c, db, ns, zone)
 			}
 			snap.MCSSlices = append(snap.MCSSlices, mcsSlice(ns, db, c, discoveryv1.AddressTypeIPv4, []mport{{"pg", corev1.ProtocolTCP, 8080}}, eps...))
 		}

@@ -3,20 +3,12 @@ package dns
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin/kubernetes"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/utils/ptr"
-	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
-	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/test/dns/dnsperf"
 	"github.com/kubelink/kubelink/test/dns/servebench"
 	"github.com/kubelink/kubelink/test/testenv"
 )
@@ -44,7 +36,7 @@ func BenchmarkClustersetServeDNS(b *testing.B) {
 		b.Fatal(err)
 	}
 	const services = 100
-	hosts, err := benchLoad(ctx, e, services)
+	hosts, _, err := dnsperf.LoadClusterset(ctx, e.Client(), e.Dynamic(), services)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,67 +71,4 @@ func BenchmarkClustersetServeDNS(b *testing.B) {
 		servebench.Compare(b, ctx, kind.name, kind.qname,
 			servebench.Contender{Name: "kubernetes", Serve: k.ServeDNS}, servebench.Contender{Name: "hosts", Serve: h.ServeDNS})
 	}
-}
-
-// benchLoad writes services ClusterSetIP and as many headless imports in
-// namespace bench with their MCS slices (labelled as netd sync labels
-// them) and returns the hosts plugin's inline lines with the same names.
-func benchLoad(ctx context.Context, e *testenv.Env, services int) (string, error) {
-	const ns, zone = "bench", "svc.clusterset.local"
-	clusters := []string{"west", "east", "north"}
-	c := e.Client()
-	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return "", err
-	}
-	imports := e.Dynamic().Resource(serviceImportsGVR).Namespace(ns)
-	var hosts strings.Builder
-	for i := 0; i < services; i++ {
-		web, db := fmt.Sprintf("web-%03d", i), fmt.Sprintf("db-%03d", i)
-		v4, v6 := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), fmt.Sprintf("fd00::%x", i+1)
-		fmt.Fprintf(&hosts, "    %s %s.%s.%s\n    %s %s.%s.%s\n", v4, web, ns, zone, v6, web, ns, zone)
-		for _, imp := range []struct {
-			name string
-			typ  mcsv1a1.ServiceImportType
-			ips  []string
-			port string
-		}{{web, mcsv1a1.ClusterSetIP, []string{v4, v6}, "http"}, {db, mcsv1a1.Headless, nil, "pg"}} {
-			o := &mcsv1a1.ServiceImport{
-				TypeMeta:   metav1.TypeMeta{APIVersion: mcsv1a1.SchemeGroupVersion.String(), Kind: "ServiceImport"},
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imp.name},
-				Spec: mcsv1a1.ServiceImportSpec{Type: imp.typ, IPs: imp.ips,
-					Ports: []mcsv1a1.ServicePort{{Name: imp.port, Protocol: corev1.ProtocolTCP, Port: 80}}},
-			}
-			m, err := kruntime.DefaultUnstructuredConverter.ToUnstructured(o)
-			if err != nil {
-				return "", err
-			}
-			created, err := imports.Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{})
-			if err != nil {
-				return "", err
-			}
-			for ci, cl := range clusters {
-				s := &discoveryv1.EndpointSlice{
-					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imp.name + "-" + cl,
-						Labels: mcs.SliceLabels(imp.name, cl, ""),
-						OwnerReferences: []metav1.OwnerReference{{APIVersion: mcsv1a1.SchemeGroupVersion.String(),
-							Kind: "ServiceImport", Name: imp.name, UID: created.GetUID(), Controller: ptr.To(true)}}},
-					AddressType: discoveryv1.AddressTypeIPv4,
-					Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(imp.port), Port: ptr.To(int32(8080)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-				}
-				for k := 0; k < 2; k++ {
-					ip := fmt.Sprintf("10.%d.%d.%d", 10+ci, i/120, (i%120)*2+k+1)
-					ep := discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}
-					if imp.typ == mcsv1a1.Headless {
-						ep.Hostname = ptr.To(fmt.Sprintf("pod-%d", k))
-						fmt.Fprintf(&hosts, "    %s %s.%s.%s\n    %s pod-%d.%s.%s.%s.%s\n", ip, db, ns, zone, ip, k, cl, db, ns, zone)
-					}
-					s.Endpoints = append(s.Endpoints, ep)
-				}
-				if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-					return "", err
-				}
-			}
-		}
-	}
-	return hosts.String(), nil
 }

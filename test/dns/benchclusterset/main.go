@@ -49,15 +49,10 @@ import (
 
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/utils/ptr"
-	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
-	"github.com/kubelink/kubelink/netd/sync/mcs"
 	"github.com/kubelink/kubelink/test/dns/dnsperf"
 	"github.com/kubelink/kubelink/test/testenv"
 )
@@ -74,13 +69,6 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-const (
-	ns   = "bench"
-	zone = "svc.clusterset.local"
-)
-
-var clusters = []string{"west", "east", "north"}
 
 type setup struct {
 	name   string
@@ -121,12 +109,12 @@ func run(coredns string, services, seconds, rounds, qps int) error {
 		return err
 	}
 	began := time.Now()
-	hosts, queries, err := load(ctx, e, services)
+	hosts, queries, err := dnsperf.LoadClusterset(ctx, e.Client(), e.Dynamic(), services)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("%d ServiceImports and %d MCS EndpointSlices written in %v\n",
-		2*services, 2*services*len(clusters), time.Since(began).Round(time.Millisecond))
+		2*services, 2*services*len(dnsperf.ClustersetClusters()), time.Since(began).Round(time.Millisecond))
 
 	ports, err := dnsperf.FreePorts(3)
 	if err != nil {
@@ -255,7 +243,7 @@ func writeLinks(ctx context.Context, e *testenv.Env) error {
 		return err
 	}
 	links := e.Dynamic().Resource(v1alpha1.SchemeGroupVersion.WithResource(v1alpha1.KubeLinkResource))
-	for i, c := range clusters {
+	for i, c := range dnsperf.ClustersetClusters() {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": v1alpha1.SchemeGroupVersion.String(),
 			"kind":       "KubeLink",
@@ -279,71 +267,6 @@ func writeLinks(ctx context.Context, e *testenv.Env) error {
 		}
 	}
 	return nil
-}
-
-// load writes the imports and their MCS slices and returns the hosts file
-// with the same names and the dnsperf query file.
-func load(ctx context.Context, e *testenv.Env, services int) (string, string, error) {
-	c := e.Client()
-	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		return "", "", err
-	}
-	imports := e.Dynamic().Resource(mcsv1a1.SchemeGroupVersion.WithResource("serviceimports")).Namespace(ns)
-	var hosts, queries strings.Builder
-	for i := 0; i < services; i++ {
-		web, db := fmt.Sprintf("web-%03d", i), fmt.Sprintf("db-%03d", i)
-		v4 := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1)
-		v6 := fmt.Sprintf("fd00::%x", i+1)
-		for _, imp := range []struct {
-			name string
-			typ  mcsv1a1.ServiceImportType
-			ips  []string
-			port string
-		}{{web, mcsv1a1.ClusterSetIP, []string{v4, v6}, "http"}, {db, mcsv1a1.Headless, nil, "pg"}} {
-			o := &mcsv1a1.ServiceImport{
-				TypeMeta:   metav1.TypeMeta{APIVersion: mcsv1a1.SchemeGroupVersion.String(), Kind: "ServiceImport"},
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imp.name},
-				Spec: mcsv1a1.ServiceImportSpec{Type: imp.typ, IPs: imp.ips,
-					Ports: []mcsv1a1.ServicePort{{Name: imp.port, Protocol: corev1.ProtocolTCP, Port: 80}}},
-			}
-			m, err := kruntime.DefaultUnstructuredConverter.ToUnstructured(o)
-			if err != nil {
-				return "", "", err
-			}
-			created, err := imports.Create(ctx, &unstructured.Unstructured{Object: m}, metav1.CreateOptions{})
-			if err != nil {
-				return "", "", fmt.Errorf("creating ServiceImport %s: %w", imp.name, err)
-			}
-			for ci, cl := range clusters {
-				s := &discoveryv1.EndpointSlice{
-					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: imp.name + "-" + cl,
-						Labels: mcs.SliceLabels(imp.name, cl, ""),
-						OwnerReferences: []metav1.OwnerReference{{APIVersion: mcsv1a1.SchemeGroupVersion.String(),
-							Kind: "ServiceImport", Name: imp.name, UID: created.GetUID(), Controller: ptr.To(true)}}},
-					AddressType: discoveryv1.AddressTypeIPv4,
-					Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(imp.port), Port: ptr.To(int32(8080)), Protocol: ptr.To(corev1.ProtocolTCP)}},
-				}
-				for k := 0; k < 2; k++ {
-					ip := fmt.Sprintf("10.%d.%d.%d", 10+ci, i/120, (i%120)*2+k+1)
-					ep := discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}
-					if imp.typ == mcsv1a1.Headless {
-						h := fmt.Sprintf("pod-%d", k)
-						ep.Hostname = ptr.To(h)
-						fmt.Fprintf(&hosts, "%s %s.%s.%s\n", ip, db, ns, zone)
-						fmt.Fprintf(&hosts, "%s %s.%s.%s.%s.%s\n", ip, h, cl, db, ns, zone)
-					}
-					s.Endpoints = append(s.Endpoints, ep)
-				}
-				if _, err := c.DiscoveryV1().EndpointSlices(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
-					return "", "", fmt.Errorf("creating EndpointSlice %s: %w", s.Name, err)
-				}
-			}
-		}
-		fmt.Fprintf(&hosts, "%s %s.%s.%s\n%s %s.%s.%s\n", v4, web, ns, zone, v6, web, ns, zone)
-		fmt.Fprintf(&queries, "%s.%s.%s A\n%s.%s.%s AAAA\n%s.%s.%s A\npod-%d.%s.%s.%s.%s A\n",
-			web, ns, zone, web, ns, zone, db, ns, zone, i%2, clusters[i%len(clusters)], db, ns, zone)
-	}
-	return hosts.String(), queries.String(), nil
 }
 
 // sameAnswers checks that the subject's block (port a) answers every query

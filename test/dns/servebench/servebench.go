@@ -29,11 +29,17 @@ type Contender struct {
 	Serve func(context.Context, dns.ResponseWriter, *dns.Msg) (int, error)
 }
 
-// Hosts is the hosts plugin for zone with lines (hosts-file lines, each
-// indented), answering with ttl 5 and without reverse records.
-func Hosts(tb testing.TB, zone, lines string) plugin.Handler {
+// Hosts is the hosts plugin for zone holding hostsFile's lines inline,
+// answering with ttl 5 and without reverse records.
+func Hosts(tb testing.TB, zone, hostsFile string) plugin.Handler {
 	tb.Helper()
-	hc := caddy.NewTestController("dns", "hosts {\n"+lines+"    ttl 5\n    no_reverse\n    reload 0\n}")
+	var conf strings.Builder
+	conf.WriteString("hosts {\n")
+	for _, l := range strings.Split(strings.TrimSpace(hostsFile), "\n") {
+		conf.WriteString("    " + l + "\n")
+	}
+	conf.WriteString("    ttl 5\n    no_reverse\n    reload 0\n}")
+	hc := caddy.NewTestController("dns", conf.String())
 	hc.ServerBlockKeys = []string{zone}
 	setup, err := caddy.DirectiveAction("dns", "hosts")
 	if err != nil {
