@@ -36,11 +36,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -70,25 +68,13 @@ func main() {
 	}
 }
 
-type setup struct {
-	name   string
-	port   int
-	cpu    []float64
-	qpsAll []float64
-}
-
 func run(coredns string, services, seconds, rounds, qps int) error {
 	coredns, err := filepath.Abs(coredns)
 	if err != nil {
 		return err
 	}
-	if _, err := exec.LookPath("dnsperf"); err != nil {
-		return errors.New("dnsperf not found (Debian package dnsperf)")
-	}
-	for _, b := range []string{"etcd", "kube-apiserver"} {
-		if _, err := os.Stat(filepath.Join(testenv.BinDir(), b)); err != nil {
-			return fmt.Errorf("%s not found in %s: run `make testenv`", b, testenv.BinDir())
-		}
+	if err := dnsperf.CheckTools(testenv.BinDir()); err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "kubelink-benchclusterset-")
 	if err != nil {
@@ -178,60 +164,23 @@ clusterset.local.:%[5]d {
 	}
 	fmt.Printf("the three blocks give the same addresses for all %d query names\n", strings.Count(queries, "\n"))
 
-	kl := &setup{name: "kubelink clusterset", port: klPort}
-	k8s := &setup{name: "kubernetes multicluster", port: k8sPort}
-	base := &setup{name: "hosts", port: hostsPort}
 	qfile := filepath.Join(dir, "queries.txt")
-	for _, s := range []*setup{kl, k8s, base} {
-		if _, _, _, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, qfile, qps, 1); err != nil {
-			return err
-		}
+	hostsSide := func() *dnsperf.Setup {
+		return &dnsperf.Setup{Name: "hosts", Port: hostsPort, Queries: qfile, QPS: qps}
 	}
-	groups := []*group{{ratio: "clusterset/hosts", a: kl}, {ratio: "multicluster/hosts", a: k8s}}
-	for _, g := range groups {
-		g.b = &setup{name: base.name, port: base.port}
-	}
-	for r := 0; r < rounds; r++ {
-		for _, g := range groups {
-			// ABBA: each round gives one subject/hosts ratio.
-			order := []*setup{g.a, g.b}
-			if r%2 == 1 {
-				order = []*setup{g.b, g.a}
-			}
-			for _, s := range order {
-				cpu, got, n, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, qfile, qps, seconds)
-				if err != nil {
-					return err
-				}
-				fmt.Printf("round %d %-24s %8d queries %9.0f qps %8.2f us CPU/query\n", r+1, s.name, n, got, cpu)
-				s.cpu = append(s.cpu, cpu)
-				s.qpsAll = append(s.qpsAll, got)
-			}
-			g.ratios = append(g.ratios, g.a.cpu[r]/g.b.cpu[r])
-		}
+	kl := &dnsperf.Setup{Name: "kubelink clusterset", Port: klPort, Queries: qfile, QPS: qps}
+	k8s := &dnsperf.Setup{Name: "kubernetes multicluster", Port: k8sPort, Queries: qfile, QPS: qps}
+	groups := []*dnsperf.Pair{{Ratio: "clusterset/hosts", A: kl, B: hostsSide()}, {Ratio: "multicluster/hosts", A: k8s, B: hostsSide()}}
+	if err := dnsperf.Rounds(subject.Process.Pid, groups, rounds, seconds, 24); err != nil {
+		return err
 	}
 	fmt.Println()
 	fmt.Printf("%-24s %10s %16s   (medians of %d rounds of %ds, %d+%d imports)\n", "setup", "qps", "us CPU/query", rounds, seconds, services, services)
-	for _, s := range []*setup{kl, k8s, groups[0].b} {
-		fmt.Printf("%-24s %10.0f %16.2f\n", s.name, dnsperf.Median(s.qpsAll), dnsperf.Median(s.cpu))
+	for _, s := range []*dnsperf.Setup{kl, k8s, groups[0].B} {
+		fmt.Printf("%-24s %10.0f %16.2f\n", s.Name, dnsperf.Median(s.QPSAll), dnsperf.Median(s.CPU))
 	}
-	var last []string
-	for _, g := range groups {
-		sorted := append([]float64(nil), g.ratios...)
-		sort.Float64s(sorted)
-		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, dnsperf.Median(g.ratios), sorted[0], sorted[len(sorted)-1])
-		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, dnsperf.Median(g.ratios)))
-	}
-	fmt.Printf("dns ratios: %s\n", strings.Join(last, " "))
+	dnsperf.PrintRatios(groups)
 	return nil
-}
-
-// group is one subject measured against hosts; ratios has one subject/hosts
-// ratio of CPU per query per round.
-type group struct {
-	ratio  string
-	a, b   *setup
-	ratios []float64
 }
 
 // writeLinks writes the KubeLinks of the clusters: the first is the local

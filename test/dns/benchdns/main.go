@@ -40,7 +40,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -67,28 +66,13 @@ func main() {
 	}
 }
 
-type setup struct {
-	name    string
-	port    int
-	queries string
-	qps     int
-	// per round: CPU microseconds per query and achieved rate
-	cpu    []float64
-	qpsAll []float64
-}
-
 func run(coredns string, seconds, rounds, localQPS, fwdQPS, services int) error {
 	coredns, err := filepath.Abs(coredns)
 	if err != nil {
 		return err
 	}
-	if _, err := exec.LookPath("dnsperf"); err != nil {
-		return errors.New("dnsperf not found (Debian package dnsperf)")
-	}
-	for _, b := range []string{"etcd", "kube-apiserver"} {
-		if _, err := os.Stat(filepath.Join(testenv.BinDir(), b)); err != nil {
-			return fmt.Errorf("%s not found in %s: run `make testenv`", b, testenv.BinDir())
-		}
+	if err := dnsperf.CheckTools(testenv.BinDir()); err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "kubelink-benchdns-")
 	if err != nil {
@@ -232,86 +216,46 @@ cluster.local.:%[8]d {
 	}
 
 	q := func(name string) string { return filepath.Join(dir, name) }
-	groups := []*group{
-		{ratio: "local/hosts",
-			a: &setup{name: "kubelink local", port: klPort, queries: q("local.txt"), qps: localQPS},
-			b: &setup{name: "hosts", port: hostsPort, queries: q("local.txt"), qps: localQPS}},
-		{ratio: "forward/rewrite-forward",
-			a: &setup{name: "kubelink forward", port: klPort, queries: q("forward.txt"), qps: fwdQPS},
-			b: &setup{name: "rewrite+forward", port: rwPort, queries: q("forward.txt"), qps: fwdQPS}},
-		{ratio: "cached/hosts",
-			a: &setup{name: "kubelink cached", port: klPort, queries: q("cached.txt"), qps: localQPS},
-			b: &setup{name: "hosts cached", port: meshHostsPort, queries: q("cached.txt"), qps: localQPS}},
-		{ratio: "cached/kubernetes",
-			a: &setup{name: "kubelink cached east", port: klPort, queries: q("east.txt"), qps: localQPS},
-			b: &setup{name: "kubernetes", port: k8sPort, queries: q("k8s.txt"), qps: localQPS}},
-		{ratio: "global/hosts",
-			a: &setup{name: "kubelink global", port: klPort, queries: q("global.txt"), qps: localQPS},
-			b: &setup{name: "hosts global", port: meshHostsPort, queries: q("global.txt"), qps: localQPS}},
+	groups := []*dnsperf.Pair{
+		{Ratio: "local/hosts",
+			A: &dnsperf.Setup{Name: "kubelink local", Port: klPort, Queries: q("local.txt"), QPS: localQPS},
+			B: &dnsperf.Setup{Name: "hosts", Port: hostsPort, Queries: q("local.txt"), QPS: localQPS}},
+		{Ratio: "forward/rewrite-forward",
+			A: &dnsperf.Setup{Name: "kubelink forward", Port: klPort, Queries: q("forward.txt"), QPS: fwdQPS},
+			B: &dnsperf.Setup{Name: "rewrite+forward", Port: rwPort, Queries: q("forward.txt"), QPS: fwdQPS}},
+		{Ratio: "cached/hosts",
+			A: &dnsperf.Setup{Name: "kubelink cached", Port: klPort, Queries: q("cached.txt"), QPS: localQPS},
+			B: &dnsperf.Setup{Name: "hosts cached", Port: meshHostsPort, Queries: q("cached.txt"), QPS: localQPS}},
+		{Ratio: "cached/kubernetes",
+			A: &dnsperf.Setup{Name: "kubelink cached east", Port: klPort, Queries: q("east.txt"), QPS: localQPS},
+			B: &dnsperf.Setup{Name: "kubernetes", Port: k8sPort, Queries: q("k8s.txt"), QPS: localQPS}},
+		{Ratio: "global/hosts",
+			A: &dnsperf.Setup{Name: "kubelink global", Port: klPort, Queries: q("global.txt"), QPS: localQPS},
+			B: &dnsperf.Setup{Name: "hosts global", Port: meshHostsPort, Queries: q("global.txt"), QPS: localQPS}},
 	}
 	// Both sides of the answers from memory answer alike, every name.
 	for _, g := range groups[2:] {
-		qa, _ := os.ReadFile(g.a.queries)
-		qb, _ := os.ReadFile(g.b.queries)
-		if err := sameAnswers(g.a, g.b, string(qa), string(qb)); err != nil {
+		qa, _ := os.ReadFile(g.A.Queries)
+		qb, _ := os.ReadFile(g.B.Queries)
+		if err := sameAnswers(g.A, g.B, string(qa), string(qb)); err != nil {
 			b, _ := os.ReadFile(filepath.Join(dir, "subject.log"))
-			return fmt.Errorf("%s: %w\n%s", g.ratio, err, b)
+			return fmt.Errorf("%s: %w\n%s", g.Ratio, err, b)
 		}
-		fmt.Printf("%s and %s give the same answers to all %d queries\n", g.a.name, g.b.name, strings.Count(string(qa), "\n"))
+		fmt.Printf("%s and %s give the same answers to all %d queries\n", g.A.Name, g.B.Name, strings.Count(string(qa), "\n"))
 	}
-	// Warm up (connection pools, caches, JIT-free but page-faulting).
-	for _, g := range groups {
-		for _, s := range []*setup{g.a, g.b} {
-			if _, _, _, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, s.queries, s.qps, 1); err != nil {
-				return err
-			}
-		}
-	}
-	for r := 0; r < rounds; r++ {
-		for _, g := range groups {
-			// ABBA order cancels slow drifts of the machine's load; each
-			// round gives one kubelink/baseline ratio.
-			order := []*setup{g.a, g.b}
-			if r%2 == 1 {
-				order = []*setup{g.b, g.a}
-			}
-			for _, s := range order {
-				cpu, qps, n, err := dnsperf.Measure(subject.Process.Pid, s.port, s.name, s.queries, s.qps, seconds)
-				if err != nil {
-					return err
-				}
-				fmt.Printf("round %d %-20s %8d queries %9.0f qps %8.2f us CPU/query\n", r+1, s.name, n, qps, cpu)
-				s.cpu = append(s.cpu, cpu)
-				s.qpsAll = append(s.qpsAll, qps)
-			}
-			g.ratios = append(g.ratios, g.a.cpu[r]/g.b.cpu[r])
-		}
+	if err := dnsperf.Rounds(subject.Process.Pid, groups, rounds, seconds, 20); err != nil {
+		return err
 	}
 	fmt.Println()
 	fmt.Printf("%-20s %10s %16s   (medians of %d rounds of %ds, %d Services per cluster)\n", "setup", "qps", "us CPU/query", rounds, seconds, services)
 	for _, g := range groups {
-		for _, s := range []*setup{g.a, g.b} {
-			fmt.Printf("%-20s %10.0f %16.2f\n", s.name, dnsperf.Median(s.qpsAll), dnsperf.Median(s.cpu))
+		for _, s := range []*dnsperf.Setup{g.A, g.B} {
+			fmt.Printf("%-20s %10.0f %16.2f\n", s.Name, dnsperf.Median(s.QPSAll), dnsperf.Median(s.CPU))
 		}
 	}
 	fmt.Println()
-	var last []string
-	for _, g := range groups {
-		sorted := append([]float64(nil), g.ratios...)
-		sort.Float64s(sorted)
-		fmt.Printf("%-24s median %.3f  min %.3f  max %.3f\n", g.ratio, dnsperf.Median(g.ratios), sorted[0], sorted[len(sorted)-1])
-		last = append(last, fmt.Sprintf("%s=%.3f", g.ratio, dnsperf.Median(g.ratios)))
-	}
-	fmt.Printf("dns ratios: %s\n", strings.Join(last, " "))
+	dnsperf.PrintRatios(groups)
 	return nil
-}
-
-// group is one comparison: kubelink (a) against its baseline (b), one
-// ratio of CPU per query per round.
-type group struct {
-	ratio  string
-	a, b   *setup
-	ratios []float64
 }
 
 func waitKubelink(port int) error {

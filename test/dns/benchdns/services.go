@@ -25,6 +25,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubelink/kubelink/api/synced"
+	"github.com/kubelink/kubelink/test/dns/dnsperf"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -243,24 +244,24 @@ func queryLines(queries string) [][2]string {
 // sameAnswers checks that two setups answer every query pair alike, with
 // addresses (the setups load their data in the background: the first
 // query is repeated until both answer it).
-func sameAnswers(a, b *setup, queriesA, queriesB string) error {
+func sameAnswers(a, b *dnsperf.Setup, queriesA, queriesB string) error {
 	qa, qb := queryLines(queriesA), queryLines(queriesB)
 	if len(qa) != len(qb) {
-		return fmt.Errorf("%s and %s: %d and %d queries", a.name, b.name, len(qa), len(qb))
+		return fmt.Errorf("%s and %s: %d and %d queries", a.Name, b.Name, len(qa), len(qb))
 	}
 	for i := range qa {
 		var ra, rb string
 		var err error
 		for deadline := time.Now().Add(60 * time.Second); ; {
-			ra, err = ask(a.port, qa[i][0], dns.StringToType[qa[i][1]])
+			ra, err = ask(a.Port, qa[i][0], dns.StringToType[qa[i][1]])
 			if err == nil {
-				rb, err = ask(b.port, qb[i][0], dns.StringToType[qb[i][1]])
+				rb, err = ask(b.Port, qb[i][0], dns.StringToType[qb[i][1]])
 			}
 			if i > 0 || err == nil && strings.HasPrefix(ra, "NOERROR ") && ra == rb {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s %s: %s answers %q, %s answers %q (%v)", qa[i][0], qa[i][1], a.name, ra, b.name, rb, err)
+				return fmt.Errorf("%s %s: %s answers %q, %s answers %q (%v)", qa[i][0], qa[i][1], a.Name, ra, b.Name, rb, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -268,7 +269,7 @@ func sameAnswers(a, b *setup, queriesA, queriesB string) error {
 			return err
 		}
 		if !strings.HasPrefix(ra, "NOERROR ") || ra != rb {
-			return fmt.Errorf("%s %s: %s answers %q, %s answers %q for %s", qa[i][0], qa[i][1], a.name, ra, b.name, rb, qb[i][0])
+			return fmt.Errorf("%s %s: %s answers %q, %s answers %q for %s", qa[i][0], qa[i][1], a.Name, ra, b.Name, rb, qb[i][0])
 		}
 	}
 	return nil
