@@ -1,7 +1,9 @@
 // Package dnsperf is what the DNS benchmarks (make bench-dns) share: CoreDNS
-// processes started and stopped as a group, free loopback ports, and one
+// processes started and stopped as a group, free loopback ports, one
 // dnsperf run measured as the server process's CPU time per completed
-// query — the steady measure on a noisy machine.
+// query — the steady measure on a noisy machine —, the rounds of subject
+// against baseline in ABBA order and their ratios, and the clusterset
+// benchmarks' data set.
 package dnsperf
 
 import (
