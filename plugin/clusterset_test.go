@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -380,25 +379,8 @@ func TestClustersetOption(t *testing.T) {
 // TestClustersetAnswersAreCopies: plugins in front change replies in place.
 func TestClustersetAnswersAreCopies(t *testing.T) {
 	k, _ := newClustersetPlugin(t, clustersetSnapshot(), nil)
-	for _, q := range []*dns.Msg{query("db.demo.svc.clusterset.local.", dns.TypeA), query("_pg._tcp.db.demo.svc.clusterset.local.", dns.TypeSRV),
-		queryEDNS("web.demo.svc.clusterset.local.", dns.TypeA, 1232), query("dns-version.clusterset.local.", dns.TypeTXT)} {
-		first, _, _ := ask(t, k, q, false)
-		want := first.String()
-		for _, sec := range [][]dns.RR{first.Answer, first.Extra} {
-			for _, rr := range sec {
-				rr.Header().Ttl = 9999
-				rr.Header().Name = "changed."
-				if a, ok := rr.(*dns.A); ok {
-					a.A = net.IPv4(6, 6, 6, 6)
-				}
-			}
-			sort.Slice(sec, func(i, j int) bool { return i > j })
-		}
-		second, _, _ := ask(t, k, q, false)
-		if second.String() != want {
-			t.Errorf("%s: the second reply changed with the first:\n%s\nwant\n%s", q.Question[0].Name, second, want)
-		}
-	}
+	checkAnswersAreCopies(t, k, query("db.demo.svc.clusterset.local.", dns.TypeA), query("_pg._tcp.db.demo.svc.clusterset.local.", dns.TypeSRV),
+		queryEDNS("web.demo.svc.clusterset.local.", dns.TypeA, 1232), query("dns-version.clusterset.local.", dns.TypeTXT))
 }
 
 // fakeMCSCluster is fakeCluster with the ServiceImport kind.
@@ -421,27 +403,8 @@ func fakeMCSCluster(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *dyn
 // runClustersetSource runs the API source with the clusterset option.
 func runClustersetSource(t *testing.T, core *fake.Clientset, dyn *dynamicfake.FakeDynamicClient) *Kubelink {
 	t.Helper()
-	k := &Kubelink{Next: test.NextHandler(dns.RcodeRefused, nil)}
-	cfg := &config{ttl: 5, upstreamPort: "53", namespace: mirrorNS, clusterset: "clusterset.local.",
-		opts: mesh.Options{ClusterDomain: "local.test", LocalDNS: netip.MustParseAddr("127.0.0.1")}}
-	ctl := newController(k, cfg)
-	src := &kubeSource{clients: &watch.Clients{Core: core, Dynamic: dyn}, namespace: mirrorNS, clusterset: true}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, ctl.update) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("source: %v", err)
-		}
-		ctl.pool.stopAll()
-	})
-	for deadline := time.Now().Add(10 * time.Second); !k.Ready(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("not ready after 10s")
-		}
-	}
-	return k
+	return runSourceConfig(t, &config{ttl: 5, upstreamPort: "53", namespace: mirrorNS, clusterset: "clusterset.local.",
+		opts: mesh.Options{ClusterDomain: "local.test", LocalDNS: netip.MustParseAddr("127.0.0.1")}}, core, dyn)
 }
 
 // TestClustersetKubeSource: ServiceImports and MCS slices (and only

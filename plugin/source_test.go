@@ -54,11 +54,16 @@ func fakeCluster(t *testing.T) (*fake.Clientset, *dynamicfake.FakeDynamicClient)
 // waits for its first index.
 func runSource(t *testing.T, port string, core *fake.Clientset, dyn *dynamicfake.FakeDynamicClient) *Kubelink {
 	t.Helper()
+	return runSourceConfig(t, &config{ttl: 5, upstreamPort: port, namespace: mirrorNS,
+		opts: mesh.Options{ClusterDomain: "local.test", LocalDNS: netip.MustParseAddr("127.0.0.1")}}, core, dyn)
+}
+
+// runSourceConfig is runSource with the plugin's configuration.
+func runSourceConfig(t *testing.T, cfg *config, core *fake.Clientset, dyn *dynamicfake.FakeDynamicClient) *Kubelink {
+	t.Helper()
 	k := &Kubelink{Next: test.NextHandler(dns.RcodeRefused, nil)}
-	cfg := &config{ttl: 5, upstreamPort: port, namespace: mirrorNS,
-		opts: mesh.Options{ClusterDomain: "local.test", LocalDNS: netip.MustParseAddr("127.0.0.1")}}
 	ctl := newController(k, cfg)
-	src := &kubeSource{clients: &watch.Clients{Core: core, Dynamic: dyn}, namespace: mirrorNS}
+	src := &kubeSource{clients: &watch.Clients{Core: core, Dynamic: dyn}, namespace: cfg.namespace, clusterset: cfg.clusterset != ""}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, ctl.update) }()
