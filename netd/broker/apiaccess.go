@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/kube"
@@ -170,10 +171,12 @@ func apiAccessUpdate(cur *v1alpha1.KubeLink, h bridge.Hello, namespace string, o
 
 // inboundAPIAccess stores the API access a peer advertised in the Secret
 // <link>-apiaccess of the broker's namespace and names it in the link's
-// spec.apiAccess when that is unset. Writes happen only on change.
-func (b *broker) inboundAPIAccess(ctx context.Context, link string, h bridge.Hello, cur *v1alpha1.KubeLink) {
+// spec.apiAccess when that is unset. Writes happen only on change. The
+// error is one worth retrying; a missing right or a Secret that is not
+// netd's is logged and not retried.
+func (b *broker) inboundAPIAccess(ctx context.Context, link string, h bridge.Hello, cur *v1alpha1.KubeLink) error {
 	if cur == nil || h.APIAccess == nil {
-		return
+		return nil
 	}
 	ns := b.cfg.Namespace
 	secrets := b.clients.Core.CoreV1().Secrets(ns)
@@ -183,11 +186,11 @@ func (b *broker) inboundAPIAccess(ctx context.Context, link string, h bridge.Hel
 		old = nil
 	case err != nil:
 		b.log.Error("API access advertisement: reading the Secret", "link", link, "secret", ns+"/"+apiAccessSecretName(link), "err", err)
-		return
+		return err
 	}
 	if old != nil && old.Labels[LabelManagedBy] != ManagedBy {
 		b.log.Error("API access advertisement: the Secret exists and is not netd's; left alone", "link", link, "secret", ns+"/"+old.Name)
-		return
+		return nil
 	}
 	secret, access := apiAccessUpdate(cur, h, ns, old)
 	if secret != nil {
@@ -199,40 +202,49 @@ func (b *broker) inboundAPIAccess(ctx context.Context, link string, h bridge.Hel
 		if err != nil {
 			if apierrors.IsForbidden(err) {
 				b.log.Error("API access advertisement: the broker needs get, create and update on secrets in its namespace", "link", link, "err", err)
-				return
+				return nil
 			}
 			b.log.Error("API access advertisement: writing the Secret", "link", link, "secret", ns+"/"+secret.Name, "err", err)
-			return
+			return err
 		}
 		b.log.Info("API access advertisement: wrote the peer's token and CA", "link", link, "secret", ns+"/"+secret.Name)
 	}
 	if access != nil {
 		if err := setAPIAccess(ctx, b.clients.Dynamic, link, access); err != nil {
+			if apierrors.IsForbidden(err) {
+				b.log.Error("API access advertisement: the broker needs patch on kubelinks", "link", link, "err", err)
+				return nil
+			}
 			b.log.Error("API access advertisement: setting spec.apiAccess", "link", link, "err", err)
-			return
+			return err
 		}
 		b.log.Info("set spec.apiAccess from the peer's hello", "link", link, "secret", access.Namespace+"/"+access.Name)
 	}
+	return nil
 }
 
 // setAPIAccess sets a KubeLink's spec.apiAccess unless it is set: the
 // patch carries the resourceVersion of the link read unset, so a
-// concurrent write of the user wins (the conflict is an error).
+// concurrent write of the user wins. Any write conflicts, the status
+// writes of this broker too, so a conflict reads the link again: set by
+// then, it is left alone.
 func setAPIAccess(ctx context.Context, dyn dynamic.Interface, link string, access *v1alpha1.KubeLinkAPIAccess) error {
-	u, err := dyn.Resource(kube.KubeLinks).Get(ctx, link, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("reading KubeLink %s: %w", link, err)
-	}
-	if _, found, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "apiAccess"); found {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := dyn.Resource(kube.KubeLinks).Get(ctx, link, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading KubeLink %s: %w", link, err)
+		}
+		if _, found, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "apiAccess"); found {
+			return nil
+		}
+		b, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": u.GetResourceVersion()},
+			"spec": map[string]any{"apiAccess": access}})
+		if err != nil {
+			return fmt.Errorf("encoding spec.apiAccess of %s: %w", link, err)
+		}
+		if _, err := dyn.Resource(kube.KubeLinks).Patch(ctx, link, types.MergePatchType, b, metav1.PatchOptions{FieldManager: ManagedBy}); err != nil {
+			return fmt.Errorf("writing spec.apiAccess of KubeLink %s: %w", link, err)
+		}
 		return nil
-	}
-	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": u.GetResourceVersion()},
-		"spec": map[string]any{"apiAccess": access}})
-	if err != nil {
-		return fmt.Errorf("encoding spec.apiAccess of %s: %w", link, err)
-	}
-	if _, err := dyn.Resource(kube.KubeLinks).Patch(ctx, link, types.MergePatchType, b, metav1.PatchOptions{FieldManager: ManagedBy}); err != nil {
-		return fmt.Errorf("writing spec.apiAccess of KubeLink %s: %w", link, err)
-	}
-	return nil
+	})
 }

@@ -11,6 +11,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -86,21 +87,26 @@ func TestAPIAccessUpdate(t *testing.T) {
 	}
 }
 
+// linkClient is a fake dynamic client holding the KubeLink l.
+func linkClient(t *testing.T, l *v1alpha1.KubeLink) *dynfake.FakeDynamicClient {
+	t.Helper()
+	l = l.DeepCopy()
+	l.APIVersion, l.Kind = v1alpha1.SchemeGroupVersion.String(), "KubeLink"
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{kube.KubeLinks: "KubeLinkList"}, &unstructured.Unstructured{Object: obj})
+}
+
 // TestInboundAPIAccess: the peer's advertisement is written into the Secret
 // and spec.apiAccess; the same hello again writes nothing; a user's
 // spec.apiAccess is not replaced; a Secret that is not netd's is left
 // alone.
 func TestInboundAPIAccess(t *testing.T) {
 	ctx := context.Background()
-	newLink := func(l *v1alpha1.KubeLink) *dynfake.FakeDynamicClient {
-		l.APIVersion, l.Kind = v1alpha1.SchemeGroupVersion.String(), "KubeLink"
-		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
-			map[schema.GroupVersionResource]string{kube.KubeLinks: "KubeLinkList"}, &unstructured.Unstructured{Object: obj})
-	}
+	newLink := func(l *v1alpha1.KubeLink) *dynfake.FakeDynamicClient { return linkClient(t, l) }
 	writes := func(cs *fake.Clientset, dyn *dynfake.FakeDynamicClient) (n int) {
 		for _, a := range append(cs.Actions(), dyn.Actions()...) {
 			if v := a.GetVerb(); v == "create" || v == "update" || v == "patch" {
@@ -287,5 +293,107 @@ func TestHelloAPIAccessJSON(t *testing.T) {
 	slog.New(slog.NewTextHandler(&logs, nil)).Info("x", "access", h.APIAccess, "value", *h.APIAccess)
 	if s := h.APIAccess.String() + logs.String(); strings.Contains(s, "secret-token") {
 		t.Errorf("token shown: %s", s)
+	}
+}
+
+// TestInboundAPIAccessRetried: a conflict on spec.apiAccess (here: this
+// broker's own status write between the read and the patch, as seen in
+// CI) is retried at once; a failure that outlasts those retries is an
+// error, so the reconcile keeps the hello and writes it in its next round;
+// a missing right is not retried.
+func TestInboundAPIAccessRetried(t *testing.T) {
+	ctx := context.Background()
+	l := kubeLink("b", nil)
+	// patches counts the patches of spec.apiAccess; the next fail of
+	// them answer err.
+	var patches, fail int
+	var err error
+	linkFailing := func() *dynfake.FakeDynamicClient {
+		dyn := linkClient(t, l)
+		dyn.PrependReactor("patch", "kubelinks", func(k8stesting.Action) (bool, runtime.Object, error) {
+			patches++
+			if fail > 0 {
+				fail--
+				return true, nil, err
+			}
+			return false, nil, nil
+		})
+		return dyn
+	}
+	dyn := linkFailing()
+	cs := fake.NewSimpleClientset()
+	var logs strings.Builder
+	b := &broker{cfg: &Config{Mode: ModeBridge, Namespace: "kubelink"}, clients: &watch.Clients{Core: cs, Dynamic: dyn}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	apiAccessName := func() string {
+		u, err := dyn.Resource(kube.KubeLinks).Get(ctx, "b", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, _, _ := unstructured.NestedString(u.Object, "spec", "apiAccess", "name")
+		return name
+	}
+	write := func(link string, h bridge.Hello) error { return b.inboundAPIAccess(ctx, link, h, l) }
+	var in inboundHellos
+
+	// Two conflicts: retried at once, set in the same round.
+	conflict := apierrors.NewConflict(schema.GroupResource{Group: v1alpha1.GroupName, Resource: "kubelinks"}, "b", io.ErrUnexpectedEOF)
+	fail, err = 2, conflict
+	in.put("b", accessHello("t1", "CA"))
+	if err := in.apply(write); err != nil || in.waiting() != 0 || apiAccessName() != "b-apiaccess" || patches != 3 {
+		t.Fatalf("conflicts not retried: err %v, pending %d, apiAccess %q, %d patches\n%s", err, in.waiting(), apiAccessName(), patches, logs.String())
+	}
+
+	// The API server failing: the hello stays pending and is written in
+	// the next round.
+	dyn = linkFailing()
+	b.clients = &watch.Clients{Core: fake.NewSimpleClientset(), Dynamic: dyn}
+	fail, err = 1, apierrors.NewServiceUnavailable("etcd leader changed")
+	in.put("b", accessHello("t1", "CA"))
+	if err := in.apply(write); err == nil || in.waiting() != 1 || apiAccessName() != "" {
+		t.Fatalf("failure: err %v, pending %d, apiAccess %q", err, in.waiting(), apiAccessName())
+	}
+	if err := in.apply(write); err != nil || in.waiting() != 0 || apiAccessName() != "b-apiaccess" {
+		t.Fatalf("next round: err %v, pending %d, apiAccess %q", err, in.waiting(), apiAccessName())
+	}
+	if err := in.apply(write); err != nil || in.waiting() != 0 {
+		t.Fatalf("nothing pending: err %v, pending %d", err, in.waiting())
+	}
+
+	// Forbidden: logged, not retried every round.
+	dyn = linkFailing()
+	fail, err = 1, apierrors.NewForbidden(schema.GroupResource{Group: v1alpha1.GroupName, Resource: "kubelinks"}, "b", io.EOF)
+	b.clients = &watch.Clients{Core: fake.NewSimpleClientset(), Dynamic: dyn}
+	in.put("b", accessHello("t1", "CA"))
+	if err := in.apply(write); err != nil || in.waiting() != 0 || !strings.Contains(logs.String(), "needs patch on kubelinks") {
+		t.Fatalf("forbidden: err %v, pending %d\n%s", err, in.waiting(), logs.String())
+	}
+}
+
+// TestInboundHellosNewest: a hello that arrives while an older one of the
+// same link is written stays pending; failures of one link do not hold
+// up another; links are written in name order.
+func TestInboundHellosNewest(t *testing.T) {
+	var in inboundHellos
+	in.put("a", hello("", "100.64.2.53", "cluster.a"))
+	in.put("b", hello("", "100.64.3.53", "cluster.b"))
+	var order []string
+	err := in.apply(func(link string, h bridge.Hello) error {
+		order = append(order, link+"="+h.Meshes[0].DNSIP)
+		if link == "a" {
+			// A newer hello of b arrives while a is written.
+			in.put("b", hello("", "100.64.3.54", "cluster.b"))
+			return io.ErrUnexpectedEOF
+		}
+		return nil
+	})
+	if err == nil || strings.Join(order, " ") != "a=100.64.2.53 b=100.64.3.53" || in.waiting() != 2 {
+		t.Fatalf("err %v, order %v, pending %d", err, order, in.waiting())
+	}
+	order = nil
+	if err := in.apply(func(link string, h bridge.Hello) error {
+		order = append(order, link+"="+h.Meshes[0].DNSIP)
+		return nil
+	}); err != nil || strings.Join(order, " ") != "a=100.64.2.53 b=100.64.3.54" || in.waiting() != 0 {
+		t.Fatalf("err %v, order %v, pending %d", err, order, in.waiting())
 	}
 }

@@ -71,9 +71,10 @@ func (b *broker) openBridge(ctx context.Context, kick func()) error {
 		OnHello: func(link string, h bridge.Hello) {
 			// The inbound update is always on, as in the original;
 			// --dns-advertisement is the outbound side (the plan's hello).
-			cur := b.watcher.Get(link)
-			b.inboundDNS(ctx, link, h, cur)
-			b.inboundAPIAccess(ctx, link, h, cur)
+			// The reconcile applies it, and retries it until it is written:
+			// a hello comes once per connection, and a write lost to a
+			// conflict or a busy API server must not wait for the next.
+			b.inbound.put(link, h)
 			kick()
 		},
 	}
@@ -101,21 +102,23 @@ func helloFor(h bridge.Hello, meshName string) *bridge.HelloMesh {
 
 // inboundDNS keeps a link's spec.dns equal to what its peer advertised
 // (the inbound update; cur is the link as the cache has it, nil when
-// unknown). A peer that advertises nothing leaves spec.dns alone.
-func (b *broker) inboundDNS(ctx context.Context, link string, h bridge.Hello, cur *v1alpha1.KubeLink) {
+// unknown). A peer that advertises nothing leaves spec.dns alone. The
+// error is one worth retrying; a missing right is logged and not retried.
+func (b *broker) inboundDNS(ctx context.Context, link string, h bridge.Hello, cur *v1alpha1.KubeLink) error {
 	dns := advertisedDNS(cur, h)
 	if dns == nil {
-		return
+		return nil
 	}
 	if err := kube.PatchSpecDNS(ctx, b.clients.Dynamic, link, dns); err != nil {
 		if apierrors.IsForbidden(err) {
 			b.log.Error("DNS advertisement: the peer's DNS cannot be written into its KubeLink: the broker needs patch on kubelinks", "link", link, "err", err)
-			return
+			return nil
 		}
 		b.log.Error("DNS advertisement", "link", link, "err", err)
-		return
+		return err
 	}
 	b.log.Info("updated spec.dns from the peer's hello", "link", link, "dnsIP", dns.DNSIP, "domain", dns.BaseDomain)
+	return nil
 }
 
 // advertisedDNS is the link's spec.dns with the DNS its peer advertised in

@@ -104,6 +104,8 @@ type broker struct {
 	learned string
 	// apiToken is the API access the hello advertises (--service-account).
 	apiToken apiAccessToken
+	// inbound are the peers' hellos still to be written into their links.
+	inbound inboundHellos
 }
 
 func runActive(ctx context.Context, cfg *Config, clients *watch.Clients, o *observe, log *slog.Logger) error {
@@ -269,6 +271,7 @@ func (b *broker) reconcile(ctx context.Context) error {
 	if err := b.refreshAPIAccess(ctx, time.Now()); err != nil {
 		b.log.Error("reconcile", "err", err)
 	}
+	b.applyInbound(ctx)
 	out, err := b.dp.ReconcileObjects(ctx, plan.Objects{Links: b.watcher.List(), Services: b.cache.MeshServices().List(),
 		Lookup: b.cache.Service, Mirrors: b.cache.SelectedSlices()})
 	b.linkErrs = out.LinkErrs
