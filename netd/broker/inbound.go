@@ -3,7 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/kubelink/kubelink/netd/tunnel/bridge"
@@ -42,18 +43,10 @@ func (in *inboundHellos) put(link string, h bridge.Hello) {
 // writing.
 func (in *inboundHellos) apply(write func(link string, h bridge.Hello) error) error {
 	in.mu.Lock()
-	todo := make(map[string]pendingHello, len(in.pending))
-	for k, v := range in.pending {
-		todo[k] = v
-	}
+	todo := maps.Clone(in.pending)
 	in.mu.Unlock()
-	links := make([]string, 0, len(todo))
-	for k := range todo {
-		links = append(links, k)
-	}
-	sort.Strings(links)
 	var errs []error
-	for _, link := range links {
+	for _, link := range slices.Sorted(maps.Keys(todo)) {
 		p := todo[link]
 		if err := write(link, p.hello); err != nil {
 			errs = append(errs, err)
