@@ -49,6 +49,7 @@ import (
 	"github.com/kubelink/kubelink/api/v1alpha1"
 	"github.com/kubelink/kubelink/netd/sync/aggregate"
 	"github.com/kubelink/kubelink/netd/sync/mcs"
+	"github.com/kubelink/kubelink/test/dns/servebench"
 	"github.com/kubelink/kubelink/test/testenv"
 )
 
@@ -489,20 +490,8 @@ func csDig(t *testing.T, c *coreDNS, name, qtype string) csReply {
 	return r
 }
 
-// addrs are the A/AAAA addresses of rrs, sorted.
-func (r csReply) addrs() []string {
-	var out []string
-	for _, rr := range r.answer {
-		switch v := rr.(type) {
-		case *dns.A:
-			out = append(out, v.A.String())
-		case *dns.AAAA:
-			out = append(out, v.AAAA.String())
-		}
-	}
-	sort.Strings(out)
-	return out
-}
+// addrs are the A/AAAA addresses of the answer, sorted.
+func (r csReply) addrs() []string { return servebench.AnswerAddrs(r.answer) }
 
 // srv are the SRV answers as "port target", sorted and de-duplicated.
 func (r csReply) srv() []string {

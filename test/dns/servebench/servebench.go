@@ -93,8 +93,13 @@ func Addrs(m *dns.Msg) string {
 	if m == nil {
 		return ""
 	}
+	return strings.Join(AnswerAddrs(m.Answer), ",")
+}
+
+// AnswerAddrs are the A/AAAA addresses of rrs, sorted.
+func AnswerAddrs(rrs []dns.RR) []string {
 	var out []string
-	for _, rr := range m.Answer {
+	for _, rr := range rrs {
 		switch v := rr.(type) {
 		case *dns.A:
 			out = append(out, v.A.String())
@@ -103,7 +108,7 @@ func Addrs(m *dns.Msg) string {
 		}
 	}
 	sort.Strings(out)
-	return strings.Join(out, ",")
+	return out
 }
 
 // packingWriter packs every reply as the server would before sending it.
