@@ -56,6 +56,22 @@ func waitRun(t *testing.T, errc <-chan error, within time.Duration) error {
 	}
 }
 
+// checkEnded waits for Run's result and checks that it is wantErr (nil:
+// a clean return), that lead's cleanup was done before, and who holds the
+// lease after it ("": released).
+func checkEnded(t *testing.T, errc <-chan error, cleaned *atomic.Bool, core *fake.Clientset, wantErr error, wantHolder string) {
+	t.Helper()
+	if err := waitRun(t, errc, 10*time.Second); !errors.Is(err, wantErr) {
+		t.Errorf("Run returned %v, want %v", err, wantErr)
+	}
+	if !cleaned.Load() {
+		t.Error("Run returned before lead's cleanup was done")
+	}
+	if h := holder(t, core); h != wantHolder {
+		t.Errorf("lease held by %q after Run returned, want %q", h, wantHolder)
+	}
+}
+
 // TestRunWaitsForLead: Run returns only after lead's cleanup, and releases
 // the lease only then.
 func TestRunWaitsForLead(t *testing.T) {
@@ -63,15 +79,7 @@ func TestRunWaitsForLead(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cleaned, errc := runLeading(t, ctx, core, 300*time.Millisecond)
 	cancel()
-	if err := waitRun(t, errc, 10*time.Second); err != nil {
-		t.Errorf("Run after ctx ended: %v, want nil", err)
-	}
-	if !cleaned.Load() {
-		t.Fatal("Run returned before lead's cleanup was done")
-	}
-	if h := holder(t, core); h != "" {
-		t.Errorf("lease still held by %q after Run returned", h)
-	}
+	checkEnded(t, errc, cleaned, core, nil, "")
 }
 
 // TestRunLost: another identity taking the lease ends lead; Run returns
@@ -100,12 +108,7 @@ func TestRunLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	taken.Store(true)
-	if err := waitRun(t, errc, 10*time.Second); !errors.Is(err, ErrLost) {
-		t.Errorf("Run after the lease was taken: %v, want ErrLost", err)
-	}
-	if !cleaned.Load() {
-		t.Fatal("Run returned before lead's cleanup was done")
-	}
+	checkEnded(t, errc, cleaned, core, ErrLost, "other")
 }
 
 // TestRunLeadError: lead's error is Run's.
@@ -198,12 +201,7 @@ func TestRunOutageKeepsLeading(t *testing.T) {
 		t.Fatalf("after the outage: holder %q, lead stopped %v; want me, still leading", h, cleaned.Load())
 	}
 	cancel()
-	if err := waitRun(t, errc, 10*time.Second); err != nil {
-		t.Errorf("Run after ctx ended: %v, want nil", err)
-	}
-	if h := holder(t, core); h != "" {
-		t.Errorf("lease still held by %q after Run returned", h)
-	}
+	checkEnded(t, errc, cleaned, core, nil, "")
 }
 
 // TestRunOutageTakenOver: while the leader could not reach the API server,
@@ -231,15 +229,8 @@ func TestRunOutageTakenOver(t *testing.T) {
 	case <-time.After(opts.Duration):
 	}
 	down.Store(false)
-	if err := waitRun(t, errc, 10*time.Second); !errors.Is(err, ErrLost) {
-		t.Errorf("Run after seeing the new holder: %v, want ErrLost", err)
-	}
-	if !cleaned.Load() {
-		t.Error("Run returned before lead's cleanup was done")
-	}
-	if h := holder(t, core); h != "other" {
-		t.Errorf("holder %q after stepping down, want other (not released by the old leader)", h)
-	}
+	// "other": the old leader does not release a lease it lost.
+	checkEnded(t, errc, cleaned, core, ErrLost, "other")
 }
 
 // TestRunOutageHold: with OutageHold set, a leader that cannot renew steps
